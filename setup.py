@@ -1,0 +1,81 @@
+"""Build the Cython kernel, with OpenMP where the compiler supports it.
+
+Environment switches
+--------------------
+LTVSIM_CYTHON_DEBUG=1
+    Build with Cython bounds and wraparound checks on (slow; for debugging).
+LTVSIM_MARCH=<arch>
+    Pass ``-march=<arch>`` to the compiler (e.g. ``native``). Off by default so
+    that a built wheel runs on any x86-64 machine.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import warnings
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+
+def _compiler_accepts(flags):
+    """Return True if the C compiler builds and links a tiny OpenMP program with ``flags``."""
+    compiler = sysconfig.get_config_var("CC") or "cc"
+    compiler = compiler.split()[0]
+    if shutil.which(compiler) is None:
+        compiler = "cc"
+    source = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as handle:
+            handle.write(source)
+        try:
+            result = subprocess.run(
+                [compiler, src, "-o", os.path.join(tmp, "probe"), *flags],
+                capture_output=True,
+                timeout=60,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return result.returncode == 0
+
+
+compile_args = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
+link_args = []
+march = os.environ.get("LTVSIM_MARCH")
+if march:
+    compile_args.append(f"-march={march}")
+if sys.platform != "win32" and _compiler_accepts(["-fopenmp"]):
+    compile_args.append("-fopenmp")
+    link_args.append("-fopenmp")
+else:
+    warnings.warn(
+        "ltvsim: the C compiler has no OpenMP support; the Cython backend will be "
+        "built single-threaded (results are identical, only slower).",
+        stacklevel=1,
+    )
+
+debug = os.environ.get("LTVSIM_CYTHON_DEBUG") == "1"
+directives = {
+    "language_level": 3,
+    "boundscheck": debug,
+    "wraparound": debug,
+    "initializedcheck": debug,
+    "cdivision": True,
+}
+
+extensions = [
+    Extension(
+        "ltvsim.backends._cython_kernel",
+        ["src/ltvsim/backends/_cython_kernel.pyx"],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives))

@@ -1,0 +1,98 @@
+"""What every backend's ``evaluate_block`` receives: loan terms, outputs, scratch.
+
+Python builds these (checked, typed, contiguous); kernels trust them completely.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import _config
+
+
+class KernelLoans(NamedTuple):
+    """Per-loan terms as contiguous arrays (``growth = exp(rate * dt)``, computed once in
+    Python so every backend multiplies by the very same number)."""
+
+    asset: np.ndarray  # int64
+    collateral: np.ndarray
+    debt: np.ndarray
+    growth: np.ndarray
+    margin_call_ltv: np.ndarray
+    liquidation_ltv: np.ndarray
+    target_ltv: np.ndarray
+    cure_steps: np.ndarray  # int64
+    fee: np.ndarray
+    topup_prob: np.ndarray
+
+
+class KernelOutputs(NamedTuple):
+    """Arrays a kernel adds into. Path arrays hold one block of paths (paths innermost);
+    loan arrays persist across blocks, so each block adds its paths in path order."""
+
+    path_money: np.ndarray  # [N_MONEY, n_paths] float64
+    path_counts: np.ndarray  # [N_COUNTS, n_paths] int64
+    path_sold: np.ndarray  # [n_assets, n_paths] float64
+    step_sold: np.ndarray  # [n_steps + 1, n_assets, n_paths] or empty [0, 0, 0]
+    step_loss: np.ndarray  # [n_steps + 1, n_paths] or empty [0, 0]
+    loan_loss: np.ndarray  # [n_loans] float64
+    loan_calls: np.ndarray  # [n_loans] int64
+    loan_liquidated: np.ndarray  # [n_loans] int64
+
+
+def new_block_outputs(n_paths, n_steps, n_assets, record_steps, loan_outputs):
+    """Zeroed path outputs for one block, sharing the run's loan outputs."""
+    steps = n_steps + 1 if record_steps else 0
+    return KernelOutputs(
+        path_money=np.zeros((_config.N_MONEY, n_paths)),
+        path_counts=np.zeros((_config.N_COUNTS, n_paths), dtype=np.int64),
+        path_sold=np.zeros((n_assets, n_paths)),
+        step_sold=np.zeros((steps, n_assets if record_steps else 0, n_paths if record_steps else 0)),
+        step_loss=np.zeros((steps, n_paths if record_steps else 0)),
+        loan_loss=loan_outputs[0],
+        loan_calls=loan_outputs[1],
+        loan_liquidated=loan_outputs[2],
+    )
+
+
+class Scratch(NamedTuple):
+    """Per-thread scratch of the compiled kernels: one row per thread slot, each row
+    padded to a whole number of cache lines so that threads never share one."""
+
+    status: np.ndarray  # int8 [slots, width]
+    guard: np.ndarray  # float64
+    collateral_now: np.ndarray
+    debt_now: np.ndarray
+    principal_now: np.ndarray
+    call_start: np.ndarray  # int64
+    topup_due: np.ndarray  # int64
+    had_call: np.ndarray  # int8
+    had_liquidation: np.ndarray  # int8
+    loss_on_path: np.ndarray
+    acc_money: np.ndarray  # [slots, N_MONEY, width]
+    acc_counts: np.ndarray  # [slots, N_COUNTS, width] int64
+    acc_sold: np.ndarray  # [slots, n_assets, width]
+    acc_step_sold: np.ndarray  # [slots, steps, n_assets, width] (steps = 0 when not recording)
+    acc_step_loss: np.ndarray  # [slots, steps, width]
+
+
+def allocate_scratch(n_slots, n_paths, n_steps, n_assets, record_steps):
+    """Scratch in its reset state (every path pristine, guard 1, flags and losses 0)."""
+    width = -(-n_paths // 8) * 8 + 8  # whole 64-byte lines plus one line of padding
+    steps = n_steps + 1 if record_steps else 0
+    return Scratch(
+        status=np.zeros((n_slots, width), dtype=np.int8),
+        guard=np.ones((n_slots, width)),
+        collateral_now=np.zeros((n_slots, width)),
+        debt_now=np.zeros((n_slots, width)),
+        principal_now=np.zeros((n_slots, width)),
+        call_start=np.full((n_slots, width), -1, dtype=np.int64),
+        topup_due=np.full((n_slots, width), -1, dtype=np.int64),
+        had_call=np.zeros((n_slots, width), dtype=np.int8),
+        had_liquidation=np.zeros((n_slots, width), dtype=np.int8),
+        loss_on_path=np.zeros((n_slots, width)),
+        acc_money=np.zeros((n_slots, _config.N_MONEY, width)),
+        acc_counts=np.zeros((n_slots, _config.N_COUNTS, width), dtype=np.int64),
+        acc_sold=np.zeros((n_slots, n_assets, width)),
+        acc_step_sold=np.zeros((n_slots, steps, n_assets if steps else 0, width if steps else 0)),
+        acc_step_loss=np.zeros((n_slots, steps, width if steps else 0)),
+    )

@@ -1,0 +1,473 @@
+# cython: language_level=3
+"""The loan mechanics in Cython (OpenMP ``prange``, ``nogil``).
+
+Same design and the same function names as ``_numba_kernel.py`` (read its header):
+loans outermost and paths innermost over prices laid out ``[asset, step, path]``; a
+conservative per-step price threshold skips pristine paths that provably cannot reach
+their call level; every other path goes through ``_settle_path_step``, the spec's rules
+verbatim; fixed loan chunks in waves with a serial chunk-order reduction, so results do
+not depend on the thread count. Built with ``-ffp-contract=off`` so that no multiply-add
+is fused: the two compiled backends then agree to the last bit.
+"""
+from cython.parallel cimport prange
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+cimport numpy as cnp
+
+import numpy as np
+
+from .. import _config as cfg
+from .._rng import MASK64, mix64
+from ._args import allocate_scratch
+
+ctypedef unsigned long long u64
+ctypedef cnp.int64_t i64
+ctypedef cnp.int8_t i8
+
+cdef enum:
+    PRISTINE = 0
+    TOUCHED = 1
+    MODIFIED = 2
+    CLOSED = 3
+    LOSS = 0
+    FEES = 1
+    INTEREST = 2
+    PRINCIPAL = 3
+    RESIDUAL = 4
+    PROCEEDS = 5
+    DEBT_CLOSED = 6
+    UNREALISED = 7
+    CALLS = 0
+    LIQUIDATIONS = 1
+    FULL_LIQUIDATIONS = 2
+    TOPUPS = 3
+
+# The enum above must match the shared configuration.
+assert (PRISTINE, TOUCHED, MODIFIED, CLOSED) == (cfg.PRISTINE, cfg.TOUCHED, cfg.MODIFIED, cfg.CLOSED)
+assert (LOSS, FEES, INTEREST, PRINCIPAL, RESIDUAL, PROCEEDS, DEBT_CLOSED, UNREALISED) == tuple(range(cfg.N_MONEY))
+assert (CALLS, LIQUIDATIONS, FULL_LIQUIDATIONS, TOPUPS) == (cfg.CALLS, cfg.LIQUIDATIONS, cfg.FULL_LIQUIDATIONS, cfg.TOPUPS)
+
+cdef Py_ssize_t LOAN_CHUNK = cfg.LOAN_CHUNK
+cdef double MARGIN = cfg.GUARD_MARGIN
+cdef double TINY = cfg.GUARD_TINY
+cdef double HUGE = cfg.GUARD_HUGE
+cdef double INF = float("inf")
+cdef u64 GOLDEN = 0x9E3779B97F4A7C15ULL
+cdef u64 MIX1 = 0xBF58476D1CE4E5B9ULL
+cdef u64 MIX2 = 0x94D049BB133111EBULL
+cdef double TO_UNIT = 2.0 ** -53
+
+
+cdef struct LoanTerms:
+    i64 asset
+    double collateral0
+    double debt0
+    double growth
+    double m
+    double l
+    double tau
+    i64 cure
+    double fee
+    double topup_prob
+    u64 loan_key
+
+
+cdef struct PathScratch:
+    # One thread slot's rows (each ``width`` long) and its accumulators.
+    Py_ssize_t width
+    Py_ssize_t n_assets
+    bint record
+    i8* status
+    double* guard
+    double* collateral_now
+    double* debt_now
+    double* principal_now
+    i64* call_start
+    i64* topup_due
+    i8* had_call
+    i8* had_liquidation
+    double* loss_on_path
+    double* acc_money       # [N_MONEY][width]
+    i64* acc_counts         # [N_COUNTS][width]
+    double* acc_sold        # [n_assets][width]
+    double* acc_step_sold   # [steps][n_assets][width]
+    double* acc_step_loss   # [steps][width]
+
+
+cdef inline u64 _mix64(u64 x) noexcept nogil:
+    cdef u64 z = x + GOLDEN
+    z = (z ^ (z >> 30)) * MIX1
+    z = (z ^ (z >> 27)) * MIX2
+    return z ^ (z >> 31)
+
+
+cdef inline double _uniform(u64 loan_key, i64 path, i64 step) noexcept nogil:
+    """Counter-based uniform in [0, 1) for (loan key, path, step); see ``ltvsim._rng``."""
+    cdef u64 h = _mix64(_mix64(loan_key ^ <u64>path) ^ <u64>step)
+    return <double>(h >> 11) * TO_UNIT
+
+
+cdef inline double _guard_threshold(double debt_t, double collateral, double call_collateral) noexcept nogil:
+    """Price above which a pristine path's LTV is provably below its margin-call LTV."""
+    cdef double threshold = debt_t / call_collateral
+    if not (TINY <= debt_t <= HUGE and TINY <= threshold <= HUGE):
+        return INF
+    if not (TINY <= collateral * threshold <= HUGE):
+        return INF
+    return threshold * (1.0 + MARGIN)
+
+
+cdef inline void _reset_guard(Py_ssize_t p, PathScratch* s, double collateral0) noexcept nogil:
+    """Guard factor of a path: 1 = price test applies, 0 = always settle, inf = closed."""
+    if s.status[p] == CLOSED:
+        s.guard[p] = INF
+    elif s.status[p] == MODIFIED or s.call_start[p] >= 0 or s.collateral_now[p] < collateral0:
+        s.guard[p] = 0.0
+    else:
+        s.guard[p] = 1.0
+
+
+cdef void _liquidate(Py_ssize_t p, i64 t, double price, double debt, double principal, double q,
+                     const LoanTerms* loan, bint partial, PathScratch* s) noexcept nogil:
+    """Rule 7: sell collateral at the execution price and pay fee, interest, principal."""
+    cdef double execution = price  # no slippage without market impact
+    cdef double interest = debt - principal
+    cdef double denominator, sold, proceeds, repaid, fee_paid, interest_paid
+    cdef double principal_paid, remaining_principal, fee_due, remaining, residual, loss
+    cdef Py_ssize_t w = s.width
+    if interest < 0.0:
+        interest = 0.0
+    s.call_start[p] = -1
+    s.topup_due[p] = -1
+    s.had_liquidation[p] = 1
+    s.acc_counts[LIQUIDATIONS * w + p] += 1
+
+    if partial:
+        denominator = execution / (1.0 + loan.fee) - loan.tau * price
+        if denominator > 0.0:
+            sold = (debt - loan.tau * q * price) / denominator
+            if sold < q:
+                proceeds = sold * execution
+                repaid = proceeds / (1.0 + loan.fee)
+                fee_paid = loan.fee * repaid
+                interest_paid = repaid if repaid < interest else interest
+                principal_paid = repaid - interest_paid
+                remaining_principal = principal - principal_paid
+                s.debt_now[p] = debt - repaid
+                s.principal_now[p] = remaining_principal if remaining_principal > 0.0 else 0.0
+                s.collateral_now[p] = q - sold
+                s.status[p] = MODIFIED
+                s.acc_money[FEES * w + p] += fee_paid
+                s.acc_money[INTEREST * w + p] += interest_paid
+                s.acc_money[PRINCIPAL * w + p] += principal_paid
+                s.acc_money[PROCEEDS * w + p] += proceeds
+                s.acc_money[DEBT_CLOSED * w + p] += repaid
+                s.acc_sold[loan.asset * w + p] += sold
+                if s.record:
+                    s.acc_step_sold[(t * s.n_assets + loan.asset) * w + p] += sold
+                return
+
+    # Full liquidation: the waterfall.
+    proceeds = q * execution
+    fee_due = loan.fee * debt
+    fee_paid = proceeds if proceeds < fee_due else fee_due
+    remaining = proceeds - fee_paid
+    interest_paid = remaining if remaining < interest else interest
+    remaining = remaining - interest_paid
+    principal_paid = remaining if remaining < principal else principal
+    residual = remaining - principal_paid
+    loss = (interest - interest_paid) + (principal - principal_paid)
+    s.status[p] = CLOSED
+    s.loss_on_path[p] = loss
+    s.acc_counts[FULL_LIQUIDATIONS * w + p] += 1
+    s.acc_money[LOSS * w + p] += loss
+    s.acc_money[FEES * w + p] += fee_paid
+    s.acc_money[INTEREST * w + p] += interest_paid
+    s.acc_money[PRINCIPAL * w + p] += principal_paid
+    s.acc_money[RESIDUAL * w + p] += residual
+    s.acc_money[PROCEEDS * w + p] += proceeds
+    s.acc_money[DEBT_CLOSED * w + p] += interest + principal
+    s.acc_sold[loan.asset * w + p] += q
+    if s.record:
+        s.acc_step_sold[(t * s.n_assets + loan.asset) * w + p] += q
+        s.acc_step_loss[t * w + p] += loss
+
+
+cdef void _settle_path_step(const LoanTerms* loan, Py_ssize_t p, i64 t, i64 path_index,
+                            double price, double debt_t, bint partial, PathScratch* s) noexcept nogil:
+    """Rules 1-7 of the spec for one loan on path ``p`` at step ``t`` (path open)."""
+    cdef double debt, principal, q, ltv
+    cdef bint liquidate = False
+    if s.status[p] == PRISTINE:
+        s.status[p] = TOUCHED
+        s.collateral_now[p] = loan.collateral0
+        s.call_start[p] = -1
+        s.topup_due[p] = -1
+    # 1. Accrue (the shared schedule already holds D * g for unmodified paths).
+    if s.status[p] == MODIFIED:
+        debt = s.debt_now[p]
+        if t >= 1:
+            debt = debt * loan.growth
+        s.debt_now[p] = debt
+        principal = s.principal_now[p]
+    else:
+        debt = debt_t
+        principal = loan.debt0
+    q = s.collateral_now[p]
+    # 2-3. Price and LTV.
+    ltv = debt / (q * price)
+
+    # 4. Scheduled top-up: raise collateral to the target LTV if still called.
+    if s.topup_due[p] == t:
+        s.topup_due[p] = -1
+        if ltv >= loan.m:
+            s.collateral_now[p] = debt / (loan.tau * price)
+            s.call_start[p] = -1
+            s.acc_counts[TOPUPS * s.width + p] += 1
+            _reset_guard(p, s, loan.collateral0)
+            return
+
+    if ltv >= loan.l:
+        # 5. Liquidation threshold breached.
+        liquidate = True
+    elif ltv >= loan.m:
+        # 6. In the call band.
+        if s.call_start[p] < 0:
+            s.call_start[p] = t
+            s.acc_counts[CALLS * s.width + p] += 1
+            s.had_call[p] = 1
+            if _uniform(loan.loan_key, path_index, t) < loan.topup_prob:
+                s.topup_due[p] = t + 1
+        elif loan.cure >= 1 and t - s.call_start[p] >= loan.cure:
+            liquidate = True
+    else:
+        # Below the call level: a call in progress is cured by the market.
+        s.call_start[p] = -1
+        s.topup_due[p] = -1
+
+    if liquidate:
+        _liquidate(p, t, price, debt, principal, q, loan, partial, s)
+    _reset_guard(p, s, loan.collateral0)
+
+
+cdef void _evaluate_loan(LoanTerms* loan, i64 i, const double* prices, Py_ssize_t n_steps,
+                         Py_ssize_t n_paths, i64 path_offset, bint partial, PathScratch* s,
+                         double* loan_loss, i64* loan_calls, i64* loan_liquidated) noexcept nogil:
+    """All steps of loan ``i`` on every path of the block; scratch left reset."""
+    cdef double call_collateral = loan.collateral0 * loan.m
+    cdef bint guard_usable = (TINY <= loan.m <= HUGE and TINY <= loan.collateral0 <= HUGE
+                              and TINY <= call_collateral <= HUGE)
+    cdef bint touched = False
+    cdef double debt_t = loan.debt0
+    cdef double threshold, shortfall, debt, q, total_loss
+    cdef const double* row
+    cdef const double* final
+    cdef double* guard = s.guard
+    cdef double* unrealised = s.acc_money + UNREALISED * s.width
+    cdef Py_ssize_t t, p, flagged
+    cdef i64 n_called, n_liquidated
+    cdef i8 state
+    for t in range(n_steps + 1):
+        if t >= 1:
+            debt_t = debt_t * loan.growth
+        threshold = _guard_threshold(debt_t, loan.collateral0, call_collateral) if guard_usable else INF
+        row = prices + (loan.asset * (n_steps + 1) + t) * n_paths
+        flagged = 0
+        for p in range(n_paths):
+            if row[p] * guard[p] <= threshold:
+                flagged += 1
+        if flagged == 0:
+            continue
+        touched = True
+        for p in range(n_paths):
+            if row[p] * guard[p] <= threshold and s.status[p] != CLOSED:
+                _settle_path_step(loan, p, t, path_offset + p, row[p], debt_t, partial, s)
+
+    # 8. Horizon: open loans report their mark-to-market shortfall.
+    final = prices + (loan.asset * (n_steps + 1) + n_steps) * n_paths
+    if not touched:
+        for p in range(n_paths):
+            shortfall = debt_t - loan.collateral0 * final[p]
+            unrealised[p] += shortfall if shortfall > 0.0 else 0.0
+        return
+    n_called = 0
+    n_liquidated = 0
+    total_loss = loan_loss[i]
+    for p in range(n_paths):
+        state = s.status[p]
+        if state != CLOSED:
+            debt = s.debt_now[p] if state == MODIFIED else debt_t
+            q = loan.collateral0 if state == PRISTINE else s.collateral_now[p]
+            shortfall = debt - q * final[p]
+            unrealised[p] += shortfall if shortfall > 0.0 else 0.0
+        n_called += s.had_call[p]
+        n_liquidated += s.had_liquidation[p]
+        total_loss += s.loss_on_path[p]
+        # Leave the scratch reset for the next loan.
+        s.status[p] = PRISTINE
+        guard[p] = 1.0
+        s.had_call[p] = 0
+        s.had_liquidation[p] = 0
+        s.loss_on_path[p] = 0.0
+    loan_loss[i] = total_loss
+    loan_calls[i] += n_called
+    loan_liquidated[i] += n_liquidated
+
+
+cdef void _evaluate_chunk(Py_ssize_t chunk, const double* prices, Py_ssize_t n_steps,
+                          Py_ssize_t n_paths, Py_ssize_t n_loans,
+                          const i64* asset_of, const double* collateral_of, const double* debt_of,
+                          const double* growth_of, const double* m_of, const double* l_of,
+                          const double* tau_of, const i64* cure_of, const double* fee_of,
+                          const double* topup_of, u64 seed_key, i64 path_offset, bint partial,
+                          PathScratch* s, double* loan_loss, i64* loan_calls,
+                          i64* loan_liquidated) noexcept nogil:
+    cdef LoanTerms loan
+    cdef Py_ssize_t i
+    cdef Py_ssize_t stop = (chunk + 1) * LOAN_CHUNK
+    if stop > n_loans:
+        stop = n_loans
+    for i in range(chunk * LOAN_CHUNK, stop):
+        loan.asset = asset_of[i]
+        loan.collateral0 = collateral_of[i]
+        loan.debt0 = debt_of[i]
+        loan.growth = growth_of[i]
+        loan.m = m_of[i]
+        loan.l = l_of[i]
+        loan.tau = tau_of[i]
+        loan.cure = cure_of[i]
+        loan.fee = fee_of[i]
+        loan.topup_prob = topup_of[i]
+        loan.loan_key = _mix64(seed_key ^ <u64>i)
+        _evaluate_loan(&loan, i, prices, n_steps, n_paths, path_offset, partial, s,
+                       loan_loss, loan_calls, loan_liquidated)
+
+
+def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
+    """Evaluate every loan on one block of paths and add the results into ``out``.
+
+    Same contract as :func:`ltvsim.backends._numpy_kernel.evaluate_block`. Releases the
+    GIL while it runs.
+    """
+    cdef const double[:, :, ::1] price_view = prices
+    cdef const i64[::1] asset_of = loans.asset
+    cdef const double[::1] collateral_of = loans.collateral
+    cdef const double[::1] debt_of = loans.debt
+    cdef const double[::1] growth_of = loans.growth
+    cdef const double[::1] m_of = loans.margin_call_ltv
+    cdef const double[::1] l_of = loans.liquidation_ltv
+    cdef const double[::1] tau_of = loans.target_ltv
+    cdef const i64[::1] cure_of = loans.cure_steps
+    cdef const double[::1] fee_of = loans.fee
+    cdef const double[::1] topup_of = loans.topup_prob
+    cdef double[:, ::1] path_money = out.path_money
+    cdef i64[:, ::1] path_counts = out.path_counts
+    cdef double[:, ::1] path_sold = out.path_sold
+    cdef double[:, :, ::1] step_sold = out.step_sold
+    cdef double[:, ::1] step_loss = out.step_loss
+    cdef double[::1] loan_loss = out.loan_loss
+    cdef i64[::1] loan_calls = out.loan_calls
+    cdef i64[::1] loan_liquidated = out.loan_liquidated
+
+    cdef Py_ssize_t n_assets = price_view.shape[0]
+    cdef Py_ssize_t n_steps = price_view.shape[1] - 1
+    cdef Py_ssize_t n_paths = price_view.shape[2]
+    cdef Py_ssize_t n_loans = debt_of.shape[0]
+    cdef bint record = step_loss.shape[0] > 0
+    cdef int n_slots = n_threads
+    cdef u64 seed_key = mix64(int(seed) & MASK64)
+    cdef i64 offset = path_offset
+    cdef bint is_partial = bool(partial)
+    cdef Py_ssize_t n_money = path_money.shape[0]
+    cdef Py_ssize_t n_counts = path_counts.shape[0]
+    cdef Py_ssize_t n_step_rows = step_loss.shape[0]
+
+    scratch = allocate_scratch(n_slots, n_paths, n_steps, n_assets, record)
+    cdef i8[:, ::1] status = scratch.status
+    cdef double[:, ::1] guard = scratch.guard
+    cdef double[:, ::1] collateral_now = scratch.collateral_now
+    cdef double[:, ::1] debt_now = scratch.debt_now
+    cdef double[:, ::1] principal_now = scratch.principal_now
+    cdef i64[:, ::1] call_start = scratch.call_start
+    cdef i64[:, ::1] topup_due = scratch.topup_due
+    cdef i8[:, ::1] had_call = scratch.had_call
+    cdef i8[:, ::1] had_liquidation = scratch.had_liquidation
+    cdef double[:, ::1] loss_on_path = scratch.loss_on_path
+    cdef double[:, :, ::1] acc_money = scratch.acc_money
+    cdef i64[:, :, ::1] acc_counts = scratch.acc_counts
+    cdef double[:, :, ::1] acc_sold = scratch.acc_sold
+    cdef double[:, :, :, ::1] acc_step_sold = scratch.acc_step_sold
+    cdef double[:, :, ::1] acc_step_loss = scratch.acc_step_loss
+    cdef Py_ssize_t width = status.shape[1]
+
+    cdef PathScratch* slots = <PathScratch*> malloc(n_slots * sizeof(PathScratch))
+    if slots == NULL:
+        raise MemoryError()
+    cdef Py_ssize_t slot, k, a, t, p, wave, n_active, chunk
+    cdef Py_ssize_t n_chunks = (n_loans + LOAN_CHUNK - 1) // LOAN_CHUNK
+    cdef const double* price_ptr = &price_view[0, 0, 0]
+    cdef Py_ssize_t money_size = n_money * width
+    cdef Py_ssize_t counts_size = n_counts * width
+    cdef Py_ssize_t sold_size = n_assets * width
+    cdef Py_ssize_t step_sold_size = n_step_rows * n_assets * width
+    cdef Py_ssize_t step_loss_size = n_step_rows * width
+    try:
+        for slot in range(n_slots):
+            slots[slot].width = width
+            slots[slot].n_assets = n_assets
+            slots[slot].record = record
+            slots[slot].status = &status[slot, 0]
+            slots[slot].guard = &guard[slot, 0]
+            slots[slot].collateral_now = &collateral_now[slot, 0]
+            slots[slot].debt_now = &debt_now[slot, 0]
+            slots[slot].principal_now = &principal_now[slot, 0]
+            slots[slot].call_start = &call_start[slot, 0]
+            slots[slot].topup_due = &topup_due[slot, 0]
+            slots[slot].had_call = &had_call[slot, 0]
+            slots[slot].had_liquidation = &had_liquidation[slot, 0]
+            slots[slot].loss_on_path = &loss_on_path[slot, 0]
+            slots[slot].acc_money = &acc_money[slot, 0, 0]
+            slots[slot].acc_counts = &acc_counts[slot, 0, 0]
+            slots[slot].acc_sold = &acc_sold[slot, 0, 0]
+            slots[slot].acc_step_sold = &acc_step_sold[slot, 0, 0, 0] if record else NULL
+            slots[slot].acc_step_loss = &acc_step_loss[slot, 0, 0] if record else NULL
+        with nogil:
+            wave = 0
+            while wave < n_chunks:
+                n_active = n_chunks - wave
+                if n_active > n_slots:
+                    n_active = n_slots
+                for slot in prange(n_active, num_threads=n_slots, schedule="static", chunksize=1):
+                    chunk = wave + slot
+                    memset(slots[slot].acc_money, 0, money_size * sizeof(double))
+                    memset(slots[slot].acc_counts, 0, counts_size * sizeof(i64))
+                    memset(slots[slot].acc_sold, 0, sold_size * sizeof(double))
+                    if record:
+                        memset(slots[slot].acc_step_sold, 0, step_sold_size * sizeof(double))
+                        memset(slots[slot].acc_step_loss, 0, step_loss_size * sizeof(double))
+                    _evaluate_chunk(chunk, price_ptr, n_steps, n_paths, n_loans,
+                                    &asset_of[0], &collateral_of[0], &debt_of[0], &growth_of[0],
+                                    &m_of[0], &l_of[0], &tau_of[0], &cure_of[0], &fee_of[0],
+                                    &topup_of[0], seed_key, offset, is_partial, &slots[slot],
+                                    &loan_loss[0], &loan_calls[0], &loan_liquidated[0])
+                # Serial reduction in chunk order: the result does not depend on n_slots.
+                for slot in range(n_active):
+                    for k in range(n_money):
+                        for p in range(n_paths):
+                            path_money[k, p] += acc_money[slot, k, p]
+                    for k in range(n_counts):
+                        for p in range(n_paths):
+                            path_counts[k, p] += acc_counts[slot, k, p]
+                    for a in range(n_assets):
+                        for p in range(n_paths):
+                            path_sold[a, p] += acc_sold[slot, a, p]
+                    if record:
+                        for t in range(n_step_rows):
+                            for p in range(n_paths):
+                                step_loss[t, p] += acc_step_loss[slot, t, p]
+                            for a in range(n_assets):
+                                for p in range(n_paths):
+                                    step_sold[t, a, p] += acc_step_sold[slot, t, a, p]
+                wave += n_slots
+    finally:
+        free(slots)
