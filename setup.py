@@ -5,8 +5,9 @@ Environment switches
 LTVSIM_CYTHON_DEBUG=1
     Build with Cython bounds and wraparound checks on (slow; for debugging).
 LTVSIM_MARCH=<arch>
-    Pass ``-march=<arch>`` to the compiler (e.g. ``native``). Off by default so
-    that a built wheel runs on any x86-64 machine.
+    Target of ``-march`` (default ``native``: the package is compiled on the machine
+    that runs it, and the kernels' inner loops need AVX2 or better to vectorise). Set
+    ``LTVSIM_MARCH=x86-64-v3`` (or ``none``) to build a wheel for other machines.
 """
 import os
 import shutil
@@ -21,13 +22,16 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 
-def _compiler_accepts(flags):
-    """Return True if the C compiler builds and links a tiny OpenMP program with ``flags``."""
+def _compiler_accepts(flags, openmp=True):
+    """Return True if the C compiler builds and links a tiny program with ``flags``."""
     compiler = sysconfig.get_config_var("CC") or "cc"
     compiler = compiler.split()[0]
     if shutil.which(compiler) is None:
         compiler = "cc"
-    source = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
+    if openmp:
+        source = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
+    else:
+        source = "int main(void) { return 0; }\n"
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "probe.c")
         with open(src, "w") as handle:
@@ -43,11 +47,23 @@ def _compiler_accepts(flags):
         return result.returncode == 0
 
 
-compile_args = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
+# -ffp-contract=off: never fuse multiply-adds, so Cython and numba agree to the last bit.
+# -fno-inline-*: gcc vectorises the kernels' per-path passes only while they stay
+# functions of their own (inlined into the OpenMP region they are not vectorised).
+compile_args = [
+    "-O3",
+    "-ffp-contract=off",
+    "-fno-math-errno",
+    "-fno-inline-small-functions",
+    "-fno-inline-functions-called-once",
+]
 link_args = []
-march = os.environ.get("LTVSIM_MARCH")
-if march:
-    compile_args.append(f"-march={march}")
+march = os.environ.get("LTVSIM_MARCH", "native")
+if march and march != "none":
+    if _compiler_accepts([f"-march={march}"], openmp=False):
+        compile_args.append(f"-march={march}")
+    else:
+        warnings.warn(f"ltvsim: the C compiler rejects -march={march}; building without it", stacklevel=1)
 if sys.platform != "win32" and _compiler_accepts(["-fopenmp"]):
     compile_args.append("-fopenmp")
     link_args.append("-fopenmp")

@@ -59,8 +59,17 @@ COUNT_FIELDS = ("margin_calls", "liquidations", "full_liquidations", "topups")
 CALLS, LIQUIDATIONS, FULL_LIQUIDATIONS, TOPUPS = range(4)
 N_COUNTS = len(COUNT_FIELDS)
 
-# State of one loan on one path inside the compiled kernels.
-PRISTINE = 0  # untouched: collateral and debt are the loan's shared schedule
-TOUCHED = 1  # has own collateral / call state; debt still the shared schedule
-MODIFIED = 2  # partially liquidated: own debt and principal too
-CLOSED = 3  # liquidated in full
+# State of one loan on one path inside the compiled kernels (stored as float64 so that
+# every array of the vectorised pass has the same lane width).
+OPEN = 0  # debt is the loan's shared schedule D0 * g**t, principal D0
+MODIFIED = 1  # partially liquidated: own debt and principal
+CLOSED = 2  # liquidated in full
+NO_STEP = -1  # "no call in progress" / "no top-up scheduled"
+
+#: Target size of one chunk of paths yielded by the streaming generators
+#: (``ltvsim.paths`` ``stream``); a chunk is a whole number of RNG_PATH_BLOCK blocks.
+#: Any value gives the same paths.
+STREAM_CHUNK_BYTES = 32 << 20
+
+#: Largest number of jumps per step and source the jump models draw by inversion.
+MAX_JUMPS_PER_STEP = 200

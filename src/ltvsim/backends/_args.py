@@ -56,18 +56,15 @@ def new_block_outputs(n_paths, n_steps, n_assets, record_steps, loan_outputs):
 
 class Scratch(NamedTuple):
     """Per-thread scratch of the compiled kernels: one row per thread slot, each row
-    padded to a whole number of cache lines so that threads never share one."""
+    padded to whole cache lines plus one, so that threads never share a line.
 
-    status: np.ndarray  # int8 [slots, width]
-    guard: np.ndarray  # float64
-    collateral_now: np.ndarray
-    debt_now: np.ndarray
-    principal_now: np.ndarray
-    call_start: np.ndarray  # int64
-    topup_due: np.ndarray  # int64
-    had_call: np.ndarray  # int8
-    had_liquidation: np.ndarray  # int8
-    loss_on_path: np.ndarray
+    ``path_state`` stacks the float64 per-path rows (see ``STATE_ROWS``); the kernels
+    take them apart by index.
+    """
+
+    path_state: np.ndarray  # float64 [slots, N_STATE_ROWS, width]
+    had_call: np.ndarray  # int8 [slots, width]
+    had_liquidation: np.ndarray  # int8 [slots, width]
     acc_money: np.ndarray  # [slots, N_MONEY, width]
     acc_counts: np.ndarray  # [slots, N_COUNTS, width] int64
     acc_sold: np.ndarray  # [slots, n_assets, width]
@@ -75,21 +72,33 @@ class Scratch(NamedTuple):
     acc_step_loss: np.ndarray  # [slots, steps, width]
 
 
+#: Rows of ``Scratch.path_state`` and the value each holds between loans.
+STATE_ROWS = {
+    "status": float(_config.OPEN),
+    "guard": 1.0,
+    "call_start": float(_config.NO_STEP),
+    "topup_due": float(_config.NO_STEP),
+    "pending": 0.0,
+    "collateral_now": 0.0,
+    "debt_now": 0.0,
+    "principal_now": 0.0,
+    "loss_on_path": 0.0,
+}
+(STATUS, GUARD, CALL_START, TOPUP_DUE, PENDING, COLLATERAL_NOW, DEBT_NOW, PRINCIPAL_NOW,
+ LOSS_ON_PATH) = range(len(STATE_ROWS))
+N_STATE_ROWS = len(STATE_ROWS)
+
+
 def allocate_scratch(n_slots, n_paths, n_steps, n_assets, record_steps):
-    """Scratch in its reset state (every path pristine, guard 1, flags and losses 0)."""
-    width = -(-n_paths // 8) * 8 + 8  # whole 64-byte lines plus one line of padding
+    """Scratch in its reset state."""
+    width = -(-n_paths // 8) * 8 + 8
     steps = n_steps + 1 if record_steps else 0
+    path_state = np.empty((n_slots, N_STATE_ROWS, width))
+    path_state[...] = np.array(list(STATE_ROWS.values()))[None, :, None]
     return Scratch(
-        status=np.zeros((n_slots, width), dtype=np.int8),
-        guard=np.ones((n_slots, width)),
-        collateral_now=np.zeros((n_slots, width)),
-        debt_now=np.zeros((n_slots, width)),
-        principal_now=np.zeros((n_slots, width)),
-        call_start=np.full((n_slots, width), -1, dtype=np.int64),
-        topup_due=np.full((n_slots, width), -1, dtype=np.int64),
+        path_state=path_state,
         had_call=np.zeros((n_slots, width), dtype=np.int8),
         had_liquidation=np.zeros((n_slots, width), dtype=np.int8),
-        loss_on_path=np.zeros((n_slots, width)),
         acc_money=np.zeros((n_slots, _config.N_MONEY, width)),
         acc_counts=np.zeros((n_slots, _config.N_COUNTS, width), dtype=np.int64),
         acc_sold=np.zeros((n_slots, n_assets, width)),

@@ -1,34 +1,33 @@
 # cython: language_level=3
 """The loan mechanics in Cython (OpenMP ``prange``, ``nogil``).
 
-Same design and the same function names as ``_numba_kernel.py`` (read its header):
-loans outermost and paths innermost over prices laid out ``[asset, step, path]``; a
-conservative per-step price threshold skips pristine paths that provably cannot reach
-their call level; every other path goes through ``_settle_path_step``, the spec's rules
-verbatim; fixed loan chunks in waves with a serial chunk-order reduction, so results do
-not depend on the thread count. Built with ``-ffp-contract=off`` so that no multiply-add
-is fused: the two compiled backends then agree to the last bit.
+Same design and the same function names as ``_numba_kernel.py`` (read its header): loans
+outermost, paths innermost over prices laid out ``[asset, step, path]``; per loan and
+step a guard pass (A), a branch-free exact pass that applies market cures and marks
+events (B), and ``_settle_path_step`` on the marked paths only (C); fixed loan chunks in
+waves with a serial chunk-order reduction, so results do not depend on the thread
+count. Built with ``-ffp-contract=off`` so that no multiply-add is fused: the two
+compiled backends then agree to the last bit.
 """
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 cimport numpy as cnp
 
-import numpy as np
-
 from .. import _config as cfg
 from .._rng import MASK64, mix64
-from ._args import allocate_scratch
+from . import _args
 
 ctypedef unsigned long long u64
 ctypedef cnp.int64_t i64
 ctypedef cnp.int8_t i8
 
 cdef enum:
-    PRISTINE = 0
-    TOUCHED = 1
-    MODIFIED = 2
-    CLOSED = 3
+    # Path status and "no step" markers, compared with float64 state (exact integers).
+    OPEN = 0
+    MODIFIED = 1
+    CLOSED = 2
+    NO_STEP = -1
     LOSS = 0
     FEES = 1
     INTEREST = 2
@@ -43,10 +42,16 @@ cdef enum:
     TOPUPS = 3
 
 # The enum above must match the shared configuration.
-assert (PRISTINE, TOUCHED, MODIFIED, CLOSED) == (cfg.PRISTINE, cfg.TOUCHED, cfg.MODIFIED, cfg.CLOSED)
 assert (LOSS, FEES, INTEREST, PRINCIPAL, RESIDUAL, PROCEEDS, DEBT_CLOSED, UNREALISED) == tuple(range(cfg.N_MONEY))
 assert (CALLS, LIQUIDATIONS, FULL_LIQUIDATIONS, TOPUPS) == (cfg.CALLS, cfg.LIQUIDATIONS, cfg.FULL_LIQUIDATIONS, cfg.TOPUPS)
 
+assert (OPEN, MODIFIED, CLOSED, NO_STEP) == (cfg.OPEN, cfg.MODIFIED, cfg.CLOSED, cfg.NO_STEP)
+
+cdef extern from *:
+    # Rows of one thread's scratch never overlap: telling the compiler lets it vectorise
+    # the exact pass without run-time alias checks.
+    ctypedef double* double_ptr "double * __restrict__"
+    ctypedef const double* const_double_ptr "const double * __restrict__"
 cdef Py_ssize_t LOAN_CHUNK = cfg.LOAN_CHUNK
 cdef double MARGIN = cfg.GUARD_MARGIN
 cdef double TINY = cfg.GUARD_TINY
@@ -59,6 +64,7 @@ cdef double TO_UNIT = 2.0 ** -53
 
 
 cdef struct LoanTerms:
+    i64 index
     i64 asset
     double collateral0
     double debt0
@@ -73,20 +79,21 @@ cdef struct LoanTerms:
 
 
 cdef struct PathScratch:
-    # One thread slot's rows (each ``width`` long) and its accumulators.
+    # One thread slot's per-path rows (each ``width`` long) and accumulators.
     Py_ssize_t width
     Py_ssize_t n_assets
     bint record
-    i8* status
+    double* status
     double* guard
+    double* call_start
+    double* topup_due
+    double* pending
     double* collateral_now
     double* debt_now
     double* principal_now
-    i64* call_start
-    i64* topup_due
+    double* loss_on_path
     i8* had_call
     i8* had_liquidation
-    double* loss_on_path
     double* acc_money       # [N_MONEY][width]
     i64* acc_counts         # [N_COUNTS][width]
     double* acc_sold        # [n_assets][width]
@@ -108,7 +115,7 @@ cdef inline double _uniform(u64 loan_key, i64 path, i64 step) noexcept nogil:
 
 
 cdef inline double _guard_threshold(double debt_t, double collateral, double call_collateral) noexcept nogil:
-    """Price above which a pristine path's LTV is provably below its margin-call LTV."""
+    """Price above which an open path's LTV is provably below its margin-call LTV."""
     cdef double threshold = debt_t / call_collateral
     if not (TINY <= debt_t <= HUGE and TINY <= threshold <= HUGE):
         return INF
@@ -118,10 +125,10 @@ cdef inline double _guard_threshold(double debt_t, double collateral, double cal
 
 
 cdef inline void _reset_guard(Py_ssize_t p, PathScratch* s, double collateral0) noexcept nogil:
-    """Guard factor of a path: 1 = price test applies, 0 = always settle, inf = closed."""
+    """Guard factor of a path: 1 = price test applies, 0 = always look, inf = closed."""
     if s.status[p] == CLOSED:
         s.guard[p] = INF
-    elif s.status[p] == MODIFIED or s.call_start[p] >= 0 or s.collateral_now[p] < collateral0:
+    elif s.status[p] == MODIFIED or s.call_start[p] >= 0.0 or s.collateral_now[p] < collateral0:
         s.guard[p] = 0.0
     else:
         s.guard[p] = 1.0
@@ -137,8 +144,8 @@ cdef void _liquidate(Py_ssize_t p, i64 t, double price, double debt, double prin
     cdef Py_ssize_t w = s.width
     if interest < 0.0:
         interest = 0.0
-    s.call_start[p] = -1
-    s.topup_due[p] = -1
+    s.call_start[p] = NO_STEP
+    s.topup_due[p] = NO_STEP
     s.had_liquidation[p] = 1
     s.acc_counts[LIQUIDATIONS * w + p] += 1
 
@@ -195,14 +202,9 @@ cdef void _liquidate(Py_ssize_t p, i64 t, double price, double debt, double prin
 
 cdef void _settle_path_step(const LoanTerms* loan, Py_ssize_t p, i64 t, i64 path_index,
                             double price, double debt_t, bint partial, PathScratch* s) noexcept nogil:
-    """Rules 1-7 of the spec for one loan on path ``p`` at step ``t`` (path open)."""
+    """Rules 1-7 of the spec for one loan on open path ``p`` at step ``t``."""
     cdef double debt, principal, q, ltv
     cdef bint liquidate = False
-    if s.status[p] == PRISTINE:
-        s.status[p] = TOUCHED
-        s.collateral_now[p] = loan.collateral0
-        s.call_start[p] = -1
-        s.topup_due[p] = -1
     # 1. Accrue (the shared schedule already holds D * g for unmodified paths).
     if s.status[p] == MODIFIED:
         debt = s.debt_now[p]
@@ -219,10 +221,10 @@ cdef void _settle_path_step(const LoanTerms* loan, Py_ssize_t p, i64 t, i64 path
 
     # 4. Scheduled top-up: raise collateral to the target LTV if still called.
     if s.topup_due[p] == t:
-        s.topup_due[p] = -1
+        s.topup_due[p] = NO_STEP
         if ltv >= loan.m:
             s.collateral_now[p] = debt / (loan.tau * price)
-            s.call_start[p] = -1
+            s.call_start[p] = NO_STEP
             s.acc_counts[TOPUPS * s.width + p] += 1
             _reset_guard(p, s, loan.collateral0)
             return
@@ -232,7 +234,7 @@ cdef void _settle_path_step(const LoanTerms* loan, Py_ssize_t p, i64 t, i64 path
         liquidate = True
     elif ltv >= loan.m:
         # 6. In the call band.
-        if s.call_start[p] < 0:
+        if s.call_start[p] < 0.0:
             s.call_start[p] = t
             s.acc_counts[CALLS * s.width + p] += 1
             s.had_call[p] = 1
@@ -242,76 +244,143 @@ cdef void _settle_path_step(const LoanTerms* loan, Py_ssize_t p, i64 t, i64 path
             liquidate = True
     else:
         # Below the call level: a call in progress is cured by the market.
-        s.call_start[p] = -1
-        s.topup_due[p] = -1
+        s.call_start[p] = NO_STEP
+        s.topup_due[p] = NO_STEP
 
     if liquidate:
         _liquidate(p, t, price, debt, principal, q, loan, partial, s)
     _reset_guard(p, s, loan.collateral0)
 
 
-cdef void _evaluate_loan(LoanTerms* loan, i64 i, const double* prices, Py_ssize_t n_steps,
+cdef i64 _count_near(const_double_ptr row, const_double_ptr guard, Py_ssize_t n_paths,
+                     double threshold) noexcept nogil:
+    """Pass A: how many paths are at or below the guard price (guard 0: always)."""
+    cdef i64 near = 0
+    cdef Py_ssize_t p
+    for p in range(n_paths):
+        near += <i64>(row[p] * guard[p] <= threshold)
+    return near
+
+
+cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
+                             double debt_t, double m, double l, double collateral0,
+                             bint can_expire, double cure_steps, const_double_ptr status,
+                             double_ptr guard, double_ptr call_start, double_ptr topup_due,
+                             double_ptr pending, const_double_ptr collateral_now,
+                             i64* watched) noexcept nogil:
+    """Pass B: the exact LTV of every path; apply market cures, count and mark events.
+
+    An event is anything rule 4-7 must settle: a new call, an expired cure period, a
+    top-up falling due, a liquidation, or a partially sold loan (own debt to accrue).
+    Returns the number of events; ``watched`` receives the number of paths that may
+    still be in a call afterwards (events included): while it is non-zero the next
+    step skips pass A.
+    """
+    cdef Py_ssize_t p
+    cdef double ltv, start, due
+    # 64-bit integer truth values: the same lane width as the doubles, so gcc vectorises.
+    cdef i64 is_open, in_band, event, cured, n_pending = 0, n_watched = 0
+    cdef double expire_after = cure_steps if can_expire else INF
+    for p in range(n_paths):
+        ltv = debt_t / (collateral_now[p] * row[p])
+        is_open = status[p] == OPEN
+        in_band = ltv >= m
+        start = call_start[p]
+        due = topup_due[p]
+        event = (status[p] == MODIFIED) | (is_open & (
+            (ltv >= l) | (due == step) | (in_band & ((start < 0.0) | (step - start >= expire_after)))))
+        cured = is_open & (not in_band) & (not event)
+        call_start[p] = NO_STEP if cured else start
+        topup_due[p] = NO_STEP if cured else due
+        guard[p] = (1.0 if collateral_now[p] >= collateral0 else 0.0) if cured else guard[p]
+        pending[p] = 1.0 if event else 0.0
+        n_pending += event
+        n_watched += event | (is_open & (not cured) & (start >= 0.0))
+    watched[0] = n_watched
+    return n_pending
+
+
+cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, Py_ssize_t n_steps,
                          Py_ssize_t n_paths, i64 path_offset, bint partial, PathScratch* s,
                          double* loan_loss, i64* loan_calls, i64* loan_liquidated) noexcept nogil:
-    """All steps of loan ``i`` on every path of the block; scratch left reset."""
-    cdef double call_collateral = loan.collateral0 * loan.m
-    cdef bint guard_usable = (TINY <= loan.m <= HUGE and TINY <= loan.collateral0 <= HUGE
+    """All steps of one loan on every path of the block; scratch left reset."""
+    cdef double collateral0 = loan.collateral0
+    cdef double m = loan.m
+    cdef double l = loan.l
+    cdef double call_collateral = collateral0 * m
+    cdef bint guard_usable = (TINY <= m <= HUGE and TINY <= collateral0 <= HUGE
                               and TINY <= call_collateral <= HUGE)
+    cdef bint can_expire = loan.cure >= 1
+    cdef double cure_steps = <double>loan.cure
     cdef bint touched = False
     cdef double debt_t = loan.debt0
-    cdef double threshold, shortfall, debt, q, total_loss
+    cdef double threshold, debt, shortfall, total_loss
     cdef const double* row
     cdef const double* final
+    cdef double* status = s.status
     cdef double* guard = s.guard
+    cdef double* call_start = s.call_start
+    cdef double* topup_due = s.topup_due
+    cdef double* pending = s.pending
+    cdef double* collateral_now = s.collateral_now
+    cdef double* debt_now = s.debt_now
+    cdef double* loss_on_path = s.loss_on_path
     cdef double* unrealised = s.acc_money + UNREALISED * s.width
-    cdef Py_ssize_t t, p, flagged
+    cdef Py_ssize_t t, p
+    cdef i64 n_pending, watched = 0
     cdef i64 n_called, n_liquidated
-    cdef i8 state
+    for p in range(n_paths):
+        collateral_now[p] = collateral0
     for t in range(n_steps + 1):
         if t >= 1:
             debt_t = debt_t * loan.growth
-        threshold = _guard_threshold(debt_t, loan.collateral0, call_collateral) if guard_usable else INF
         row = prices + (loan.asset * (n_steps + 1) + t) * n_paths
-        flagged = 0
-        for p in range(n_paths):
-            if row[p] * guard[p] <= threshold:
-                flagged += 1
-        if flagged == 0:
-            continue
+        if watched == 0:
+            # A. Is any path near its call level (or closed with an infinite threshold)?
+            threshold = _guard_threshold(debt_t, collateral0, call_collateral) if guard_usable else INF
+            if _count_near(row, guard, n_paths, threshold) == 0:
+                continue
         touched = True
-        for p in range(n_paths):
-            if row[p] * guard[p] <= threshold and s.status[p] != CLOSED:
+        # B. Exact LTV everywhere; cures in place; events marked pending.
+        n_pending = _mark_events(row, n_paths, <double>t, debt_t, m, l, collateral0,
+                                 can_expire, cure_steps, status, guard, call_start,
+                                 topup_due, pending, collateral_now, &watched)
+        # C. The spec's rules on the paths with an event.
+        p = 0
+        while n_pending > 0:
+            if pending[p] != 0.0:
                 _settle_path_step(loan, p, t, path_offset + p, row[p], debt_t, partial, s)
+                n_pending -= 1
+            p += 1
 
     # 8. Horizon: open loans report their mark-to-market shortfall.
     final = prices + (loan.asset * (n_steps + 1) + n_steps) * n_paths
+    for p in range(n_paths):
+        debt = debt_now[p] if status[p] == MODIFIED else debt_t
+        shortfall = debt - collateral_now[p] * final[p]
+        if status[p] == CLOSED or shortfall < 0.0:
+            shortfall = 0.0
+        unrealised[p] += shortfall
     if not touched:
-        for p in range(n_paths):
-            shortfall = debt_t - loan.collateral0 * final[p]
-            unrealised[p] += shortfall if shortfall > 0.0 else 0.0
         return
     n_called = 0
     n_liquidated = 0
-    total_loss = loan_loss[i]
+    total_loss = loan_loss[loan.index]
     for p in range(n_paths):
-        state = s.status[p]
-        if state != CLOSED:
-            debt = s.debt_now[p] if state == MODIFIED else debt_t
-            q = loan.collateral0 if state == PRISTINE else s.collateral_now[p]
-            shortfall = debt - q * final[p]
-            unrealised[p] += shortfall if shortfall > 0.0 else 0.0
         n_called += s.had_call[p]
         n_liquidated += s.had_liquidation[p]
-        total_loss += s.loss_on_path[p]
+        total_loss += loss_on_path[p]
         # Leave the scratch reset for the next loan.
-        s.status[p] = PRISTINE
+        status[p] = OPEN
         guard[p] = 1.0
+        call_start[p] = NO_STEP
+        topup_due[p] = NO_STEP
         s.had_call[p] = 0
         s.had_liquidation[p] = 0
-        s.loss_on_path[p] = 0.0
-    loan_loss[i] = total_loss
-    loan_calls[i] += n_called
-    loan_liquidated[i] += n_liquidated
+        loss_on_path[p] = 0.0
+    loan_loss[loan.index] = total_loss
+    loan_calls[loan.index] += n_called
+    loan_liquidated[loan.index] += n_liquidated
 
 
 cdef void _evaluate_chunk(Py_ssize_t chunk, const double* prices, Py_ssize_t n_steps,
@@ -322,12 +391,14 @@ cdef void _evaluate_chunk(Py_ssize_t chunk, const double* prices, Py_ssize_t n_s
                           const double* topup_of, u64 seed_key, i64 path_offset, bint partial,
                           PathScratch* s, double* loan_loss, i64* loan_calls,
                           i64* loan_liquidated) noexcept nogil:
+    """Every loan of one chunk, in loan order, into one thread slot's scratch."""
     cdef LoanTerms loan
     cdef Py_ssize_t i
     cdef Py_ssize_t stop = (chunk + 1) * LOAN_CHUNK
     if stop > n_loans:
         stop = n_loans
     for i in range(chunk * LOAN_CHUNK, stop):
+        loan.index = i
         loan.asset = asset_of[i]
         loan.collateral0 = collateral_of[i]
         loan.debt0 = debt_of[i]
@@ -339,7 +410,7 @@ cdef void _evaluate_chunk(Py_ssize_t chunk, const double* prices, Py_ssize_t n_s
         loan.fee = fee_of[i]
         loan.topup_prob = topup_of[i]
         loan.loan_key = _mix64(seed_key ^ <u64>i)
-        _evaluate_loan(&loan, i, prices, n_steps, n_paths, path_offset, partial, s,
+        _evaluate_loan(&loan, prices, n_steps, n_paths, path_offset, partial, s,
                        loan_loss, loan_calls, loan_liquidated)
 
 
@@ -374,7 +445,7 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
     cdef Py_ssize_t n_paths = price_view.shape[2]
     cdef Py_ssize_t n_loans = debt_of.shape[0]
     cdef bint record = step_loss.shape[0] > 0
-    cdef int n_slots = n_threads
+    cdef int n_slots = max(1, n_threads)
     cdef u64 seed_key = mix64(int(seed) & MASK64)
     cdef i64 offset = path_offset
     cdef bint is_partial = bool(partial)
@@ -382,28 +453,21 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
     cdef Py_ssize_t n_counts = path_counts.shape[0]
     cdef Py_ssize_t n_step_rows = step_loss.shape[0]
 
-    scratch = allocate_scratch(n_slots, n_paths, n_steps, n_assets, record)
-    cdef i8[:, ::1] status = scratch.status
-    cdef double[:, ::1] guard = scratch.guard
-    cdef double[:, ::1] collateral_now = scratch.collateral_now
-    cdef double[:, ::1] debt_now = scratch.debt_now
-    cdef double[:, ::1] principal_now = scratch.principal_now
-    cdef i64[:, ::1] call_start = scratch.call_start
-    cdef i64[:, ::1] topup_due = scratch.topup_due
+    scratch = _args.allocate_scratch(n_slots, n_paths, n_steps, n_assets, record)
+    cdef double[:, :, ::1] path_state = scratch.path_state
     cdef i8[:, ::1] had_call = scratch.had_call
     cdef i8[:, ::1] had_liquidation = scratch.had_liquidation
-    cdef double[:, ::1] loss_on_path = scratch.loss_on_path
     cdef double[:, :, ::1] acc_money = scratch.acc_money
     cdef i64[:, :, ::1] acc_counts = scratch.acc_counts
     cdef double[:, :, ::1] acc_sold = scratch.acc_sold
     cdef double[:, :, :, ::1] acc_step_sold = scratch.acc_step_sold
     cdef double[:, :, ::1] acc_step_loss = scratch.acc_step_loss
-    cdef Py_ssize_t width = status.shape[1]
+    cdef Py_ssize_t width = path_state.shape[2]
 
     cdef PathScratch* slots = <PathScratch*> malloc(n_slots * sizeof(PathScratch))
     if slots == NULL:
         raise MemoryError()
-    cdef Py_ssize_t slot, k, a, t, p, wave, n_active, chunk
+    cdef Py_ssize_t slot, k, a, t, p, wave, n_active
     cdef Py_ssize_t n_chunks = (n_loans + LOAN_CHUNK - 1) // LOAN_CHUNK
     cdef const double* price_ptr = &price_view[0, 0, 0]
     cdef Py_ssize_t money_size = n_money * width
@@ -416,16 +480,17 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
             slots[slot].width = width
             slots[slot].n_assets = n_assets
             slots[slot].record = record
-            slots[slot].status = &status[slot, 0]
-            slots[slot].guard = &guard[slot, 0]
-            slots[slot].collateral_now = &collateral_now[slot, 0]
-            slots[slot].debt_now = &debt_now[slot, 0]
-            slots[slot].principal_now = &principal_now[slot, 0]
-            slots[slot].call_start = &call_start[slot, 0]
-            slots[slot].topup_due = &topup_due[slot, 0]
+            slots[slot].status = &path_state[slot, _args.STATUS, 0]
+            slots[slot].guard = &path_state[slot, _args.GUARD, 0]
+            slots[slot].call_start = &path_state[slot, _args.CALL_START, 0]
+            slots[slot].topup_due = &path_state[slot, _args.TOPUP_DUE, 0]
+            slots[slot].pending = &path_state[slot, _args.PENDING, 0]
+            slots[slot].collateral_now = &path_state[slot, _args.COLLATERAL_NOW, 0]
+            slots[slot].debt_now = &path_state[slot, _args.DEBT_NOW, 0]
+            slots[slot].principal_now = &path_state[slot, _args.PRINCIPAL_NOW, 0]
+            slots[slot].loss_on_path = &path_state[slot, _args.LOSS_ON_PATH, 0]
             slots[slot].had_call = &had_call[slot, 0]
             slots[slot].had_liquidation = &had_liquidation[slot, 0]
-            slots[slot].loss_on_path = &loss_on_path[slot, 0]
             slots[slot].acc_money = &acc_money[slot, 0, 0]
             slots[slot].acc_counts = &acc_counts[slot, 0, 0]
             slots[slot].acc_sold = &acc_sold[slot, 0, 0]
@@ -438,14 +503,13 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
                 if n_active > n_slots:
                     n_active = n_slots
                 for slot in prange(n_active, num_threads=n_slots, schedule="static", chunksize=1):
-                    chunk = wave + slot
                     memset(slots[slot].acc_money, 0, money_size * sizeof(double))
                     memset(slots[slot].acc_counts, 0, counts_size * sizeof(i64))
                     memset(slots[slot].acc_sold, 0, sold_size * sizeof(double))
                     if record:
                         memset(slots[slot].acc_step_sold, 0, step_sold_size * sizeof(double))
                         memset(slots[slot].acc_step_loss, 0, step_loss_size * sizeof(double))
-                    _evaluate_chunk(chunk, price_ptr, n_steps, n_paths, n_loans,
+                    _evaluate_chunk(wave + slot, price_ptr, n_steps, n_paths, n_loans,
                                     &asset_of[0], &collateral_of[0], &debt_of[0], &growth_of[0],
                                     &m_of[0], &l_of[0], &tau_of[0], &cure_of[0], &fee_of[0],
                                     &topup_of[0], seed_key, offset, is_partial, &slots[slot],

@@ -3,14 +3,18 @@
 Design (the Cython kernel is the same, name for name):
 
 * Loans outermost, paths innermost. Prices are laid out ``[asset, step, path]`` so the
-  inner loop runs over contiguous memory and vectorises.
-* A loan that nothing has happened to yet ("pristine") shares one debt schedule across
-  its paths, and one conservative price threshold per step: above it the spec's own
-  LTV test provably says "below the call level" (see ``_guard_threshold``), so a single
-  multiply-and-compare per path decides that the step changes nothing. Paths at or
-  below it, and paths with a call, a partial sale or a closure, go through
-  ``_settle_path_step``, which is the spec's rules 1-7 verbatim. Skipping therefore
-  never changes a bit of the result.
+  inner loops run over contiguous memory and vectorise. A loan's debt schedule
+  ``D0 * g**t`` is computed once and shared by all its paths until a partial sale.
+* Per loan and step, three passes over the paths:
+  A. the guard: one multiply-compare per path against a conservative price threshold,
+     above which the spec's own LTV test provably says "below the call level"
+     (``_guard_threshold``); a path in a call has guard 0 (always looked at), a closed
+     one +inf (never). Usually nothing is near and the step ends here.
+  B. the exact LTV of every path, branch-free: market cures are applied in place and
+     every path with an event (a new call, an expiring call, a top-up due, a
+     liquidation, a partially sold loan) is marked ``pending``.
+  C. ``_settle_path_step`` on the pending paths only: the spec's rules 1-7 verbatim.
+  A and B decide with the spec's expressions, so skipping never changes a bit.
 * Loans are cut into fixed chunks of ``LOAN_CHUNK``. Threads take chunks in waves, each
   into its own scratch row, and the chunks' per-path sums are added serially in chunk
   order, so results are identical for any thread count.
@@ -22,6 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _config as cfg
+from . import _args
 
 _U = np.uint64
 _GOLDEN = _U(0x9E3779B97F4A7C15)
@@ -29,17 +34,19 @@ _MIX1 = _U(0xBF58476D1CE4E5B9)
 _MIX2 = _U(0x94D049BB133111EB)
 _TO_UNIT = 2.0**-53
 
-_PRISTINE, _TOUCHED, _MODIFIED, _CLOSED = cfg.PRISTINE, cfg.TOUCHED, cfg.MODIFIED, cfg.CLOSED
+_OPEN, _MODIFIED, _CLOSED, _NO_STEP = float(cfg.OPEN), float(cfg.MODIFIED), float(cfg.CLOSED), float(cfg.NO_STEP)
 _LOSS, _FEES, _INTEREST, _PRINCIPAL = cfg.LOSS, cfg.FEES, cfg.INTEREST, cfg.PRINCIPAL
 _RESIDUAL, _PROCEEDS, _DEBT_CLOSED, _UNREALISED = cfg.RESIDUAL, cfg.PROCEEDS, cfg.DEBT_CLOSED, cfg.UNREALISED
 _CALLS, _LIQUIDATIONS, _FULL, _TOPUPS = cfg.CALLS, cfg.LIQUIDATIONS, cfg.FULL_LIQUIDATIONS, cfg.TOPUPS
+_STATUS, _GUARD, _CALL_START, _TOPUP_DUE, _PENDING = _args.STATUS, _args.GUARD, _args.CALL_START, _args.TOPUP_DUE, _args.PENDING
+_COLLATERAL_NOW, _DEBT_NOW, _PRINCIPAL_NOW, _LOSS_ON_PATH = _args.COLLATERAL_NOW, _args.DEBT_NOW, _args.PRINCIPAL_NOW, _args.LOSS_ON_PATH
 _LOAN_CHUNK = cfg.LOAN_CHUNK
 _MARGIN, _TINY, _HUGE = cfg.GUARD_MARGIN, cfg.GUARD_TINY, cfg.GUARD_HUGE
 
 _jit = dict(cache=True, nogil=True, error_model="numpy", fastmath=False)
 
 
-@njit(**_jit)
+@njit(inline="always", **_jit)
 def _mix64(x):
     z = x + _GOLDEN
     z = (z ^ (z >> _U(30))) * _MIX1
@@ -47,19 +54,21 @@ def _mix64(x):
     return z ^ (z >> _U(31))
 
 
-@njit(**_jit)
+@njit(inline="always", **_jit)
 def _uniform(loan_key, path, step):
     """Counter-based uniform in [0, 1) for (loan key, path, step); see ``ltvsim._rng``."""
     h = _mix64(_mix64(loan_key ^ _U(path)) ^ _U(step))
     return np.float64(h >> _U(11)) * _TO_UNIT
 
 
-@njit(**_jit)
+@njit(inline="always", **_jit)
 def _guard_threshold(debt_t, collateral, call_collateral):
-    """Price above which a pristine path's LTV is provably below its margin-call LTV.
+    """Price above which an open path's LTV is provably below its margin-call LTV.
 
-    ``call_collateral`` is collateral * margin_call_ltv. Returns +inf (check every path)
-    where a magnitude leaves the range in which the 1e-12 margin bounds the rounding.
+    ``call_collateral`` is collateral * margin_call_ltv. Valid for any path whose
+    collateral is at least the loan's initial collateral and whose debt is the shared
+    schedule. Returns +inf (look at every path) where a magnitude leaves the range in
+    which the 1e-12 margin bounds the rounding of the exact test.
     """
     threshold = debt_t / call_collateral
     if not (_TINY <= debt_t <= _HUGE and _TINY <= threshold <= _HUGE):
@@ -69,98 +78,29 @@ def _guard_threshold(debt_t, collateral, call_collateral):
     return threshold * (1.0 + _MARGIN)
 
 
-@njit(**_jit)
-def _settle_path_step(
-    i, p, t, path_index, price, debt_t, debt0, growth, collateral0, m, l, tau, cure, fee,
-    topup_prob, loan_key, asset, partial,
-    status, guard, collateral_now, debt_now, principal_now, call_start, topup_due,
-    had_call, had_liquidation, loss_on_path,
-    acc_money, acc_counts, acc_sold, acc_step_sold, acc_step_loss, record,
-):
-    """Rules 1-7 of the spec for loan ``i`` on path ``p`` at step ``t`` (path open)."""
-    if status[p] == _PRISTINE:
-        status[p] = _TOUCHED
-        collateral_now[p] = collateral0
-        call_start[p] = -1
-        topup_due[p] = -1
-    # 1. Accrue (the shared schedule already holds D * g for unmodified paths).
-    if status[p] == _MODIFIED:
-        debt = debt_now[p]
-        if t >= 1:
-            debt = debt * growth
-        debt_now[p] = debt
-        principal = principal_now[p]
+@njit(inline="always", **_jit)
+def _reset_guard(p, state, collateral0):
+    """Guard factor of a path: 1 = price test applies, 0 = always look, inf = closed."""
+    status = state[_STATUS, p]
+    if status == _CLOSED:
+        state[_GUARD, p] = np.inf
+    elif status == _MODIFIED or state[_CALL_START, p] >= 0.0 or state[_COLLATERAL_NOW, p] < collateral0:
+        state[_GUARD, p] = 0.0
     else:
-        debt = debt_t
-        principal = debt0
-    q = collateral_now[p]
-    # 2-3. Price and LTV.
-    ltv = debt / (q * price)
-
-    # 4. Scheduled top-up: raise collateral to the target LTV if still called.
-    if topup_due[p] == t:
-        topup_due[p] = -1
-        if ltv >= m:
-            collateral_now[p] = debt / (tau * price)
-            call_start[p] = -1
-            acc_counts[_TOPUPS, p] += 1
-            _reset_guard(p, status, guard, collateral_now, call_start, collateral0)
-            return
-
-    liquidate = False
-    if ltv >= l:
-        # 5. Liquidation threshold breached.
-        liquidate = True
-    elif ltv >= m:
-        # 6. In the call band.
-        if call_start[p] < 0:
-            call_start[p] = t
-            acc_counts[_CALLS, p] += 1
-            had_call[p] = 1
-            if _uniform(loan_key, path_index, t) < topup_prob:
-                topup_due[p] = t + 1
-        elif cure >= 1 and t - call_start[p] >= cure:
-            liquidate = True
-    else:
-        # Below the call level: a call in progress is cured by the market.
-        call_start[p] = -1
-        topup_due[p] = -1
-
-    if liquidate:
-        _liquidate(
-            p, t, price, debt, principal, q, tau, fee, asset, partial,
-            status, collateral_now, debt_now, principal_now, call_start, topup_due,
-            had_liquidation, loss_on_path, acc_money, acc_counts, acc_sold,
-            acc_step_sold, acc_step_loss, record,
-        )
-    _reset_guard(p, status, guard, collateral_now, call_start, collateral0)
+        state[_GUARD, p] = 1.0
 
 
 @njit(**_jit)
-def _reset_guard(p, status, guard, collateral_now, call_start, collateral0):
-    """Guard factor of a path: 1 = price test applies, 0 = always settle, inf = closed."""
-    if status[p] == _CLOSED:
-        guard[p] = np.inf
-    elif status[p] == _MODIFIED or call_start[p] >= 0 or collateral_now[p] < collateral0:
-        guard[p] = 0.0
-    else:
-        guard[p] = 1.0
-
-
-@njit(**_jit)
-def _liquidate(
-    p, t, price, debt, principal, q, tau, fee, asset, partial,
-    status, collateral_now, debt_now, principal_now, call_start, topup_due,
-    had_liquidation, loss_on_path, acc_money, acc_counts, acc_sold,
-    acc_step_sold, acc_step_loss, record,
-):
+def _liquidate(p, t, price, debt, principal, q, tau, fee, asset, partial, state,
+               had_liquidation, acc_money, acc_counts, acc_sold, acc_step_sold,
+               acc_step_loss, record):
     """Rule 7: sell collateral at the execution price and pay fee, interest, principal."""
     execution = price  # no slippage without market impact
     interest = debt - principal
     if interest < 0.0:
         interest = 0.0
-    call_start[p] = -1
-    topup_due[p] = -1
+    state[_CALL_START, p] = _NO_STEP
+    state[_TOPUP_DUE, p] = _NO_STEP
     had_liquidation[p] = 1
     acc_counts[_LIQUIDATIONS, p] += 1
 
@@ -175,10 +115,10 @@ def _liquidate(
                 interest_paid = repaid if repaid < interest else interest
                 principal_paid = repaid - interest_paid
                 remaining_principal = principal - principal_paid
-                debt_now[p] = debt - repaid
-                principal_now[p] = remaining_principal if remaining_principal > 0.0 else 0.0
-                collateral_now[p] = q - sold
-                status[p] = _MODIFIED
+                state[_DEBT_NOW, p] = debt - repaid
+                state[_PRINCIPAL_NOW, p] = remaining_principal if remaining_principal > 0.0 else 0.0
+                state[_COLLATERAL_NOW, p] = q - sold
+                state[_STATUS, p] = _MODIFIED
                 acc_money[_FEES, p] += fee_paid
                 acc_money[_INTEREST, p] += interest_paid
                 acc_money[_PRINCIPAL, p] += principal_paid
@@ -199,8 +139,8 @@ def _liquidate(
     principal_paid = remaining if remaining < principal else principal
     residual = remaining - principal_paid
     loss = (interest - interest_paid) + (principal - principal_paid)
-    status[p] = _CLOSED
-    loss_on_path[p] = loss
+    state[_STATUS, p] = _CLOSED
+    state[_LOSS_ON_PATH, p] = loss
     acc_counts[_FULL, p] += 1
     acc_money[_LOSS, p] += loss
     acc_money[_FEES, p] += fee_paid
@@ -216,74 +156,177 @@ def _liquidate(
 
 
 @njit(**_jit)
-def _evaluate_loan(
-    i, prices, asset_of, collateral_of, debt_of, growth_of, m_of, l_of, tau_of, cure_of,
-    fee_of, topup_of, seed_key, path_offset, partial,
-    status, guard, collateral_now, debt_now, principal_now, call_start, topup_due,
-    had_call, had_liquidation, loss_on_path,
-    acc_money, acc_counts, acc_sold, acc_step_sold, acc_step_loss, record,
-    loan_loss, loan_calls, loan_liquidated,
-):
+def _settle_path_step(p, t, path_index, price, debt_t, debt0, growth, collateral0, m, l,
+                      tau, cure, fee, topup_prob, loan_key, asset, partial, state,
+                      had_call, had_liquidation, acc_money, acc_counts, acc_sold,
+                      acc_step_sold, acc_step_loss, record):
+    """Rules 1-7 of the spec for one loan on open path ``p`` at step ``t``."""
+    # 1. Accrue (the shared schedule already holds D * g for unmodified paths).
+    if state[_STATUS, p] == _MODIFIED:
+        debt = state[_DEBT_NOW, p]
+        if t >= 1:
+            debt = debt * growth
+        state[_DEBT_NOW, p] = debt
+        principal = state[_PRINCIPAL_NOW, p]
+    else:
+        debt = debt_t
+        principal = debt0
+    q = state[_COLLATERAL_NOW, p]
+    # 2-3. Price and LTV.
+    ltv = debt / (q * price)
+
+    # 4. Scheduled top-up: raise collateral to the target LTV if still called.
+    if state[_TOPUP_DUE, p] == t:
+        state[_TOPUP_DUE, p] = _NO_STEP
+        if ltv >= m:
+            state[_COLLATERAL_NOW, p] = debt / (tau * price)
+            state[_CALL_START, p] = _NO_STEP
+            acc_counts[_TOPUPS, p] += 1
+            _reset_guard(p, state, collateral0)
+            return
+
+    liquidate = False
+    if ltv >= l:
+        # 5. Liquidation threshold breached.
+        liquidate = True
+    elif ltv >= m:
+        # 6. In the call band.
+        if state[_CALL_START, p] < 0.0:
+            state[_CALL_START, p] = t
+            acc_counts[_CALLS, p] += 1
+            had_call[p] = 1
+            if _uniform(loan_key, path_index, t) < topup_prob:
+                state[_TOPUP_DUE, p] = t + 1
+        elif cure >= 1 and t - state[_CALL_START, p] >= cure:
+            liquidate = True
+    else:
+        # Below the call level: a call in progress is cured by the market.
+        state[_CALL_START, p] = _NO_STEP
+        state[_TOPUP_DUE, p] = _NO_STEP
+
+    if liquidate:
+        _liquidate(p, t, price, debt, principal, q, tau, fee, asset, partial, state,
+                   had_liquidation, acc_money, acc_counts, acc_sold, acc_step_sold,
+                   acc_step_loss, record)
+    _reset_guard(p, state, collateral0)
+
+
+@njit(**_jit)
+def _count_near(row, guard, n_paths, threshold):
+    """Pass A: how many paths are at or below the guard price (guard 0: always)."""
+    near = 0
+    for p in range(n_paths):
+        near += row[p] * guard[p] <= threshold
+    return near
+
+
+# Passes A and B stay functions of their own: inlined into the big loan loop, LLVM
+# (like gcc) no longer vectorises them.
+@njit(**_jit)
+def _mark_events(row, n_paths, step, debt_t, m, l, collateral0, expire_after, status,
+                 guard, call_start, topup_due, pending, collateral_now):
+    """Pass B: the exact LTV of every path; apply market cures, count and mark events.
+
+    An event is anything rule 4-7 must settle: a new call, an expired cure period, a
+    top-up falling due, a liquidation, or a partially sold loan (own debt to accrue).
+    Returns the number of events and the number of paths that may still be in a call
+    afterwards (events included): while that is non-zero the next step skips pass A.
+    """
+    n_pending = 0
+    n_watched = 0
+    for p in range(n_paths):
+        ltv = debt_t / (collateral_now[p] * row[p])
+        is_open = status[p] == _OPEN
+        in_band = ltv >= m
+        start = call_start[p]
+        due = topup_due[p]
+        event = (status[p] == _MODIFIED) | (is_open & (
+            (ltv >= l) | (due == step)
+            | (in_band & ((start < 0.0) | (step - start >= expire_after)))))
+        cured = is_open & ~in_band & ~event
+        call_start[p] = _NO_STEP if cured else start
+        topup_due[p] = _NO_STEP if cured else due
+        guard[p] = (1.0 if collateral_now[p] >= collateral0 else 0.0) if cured else guard[p]
+        pending[p] = 1.0 if event else 0.0
+        n_pending += event
+        n_watched += event | (is_open & ~cured & (start >= 0.0))
+    return n_pending, n_watched
+
+
+@njit(inline="always", **_jit)
+def _evaluate_loan(i, prices, asset, collateral0, debt0, growth, m, l, tau, cure, fee,
+                   topup_prob, seed_key, path_offset, partial, state, had_call,
+                   had_liquidation, acc_money, acc_counts, acc_sold, acc_step_sold,
+                   acc_step_loss, record, loan_loss, loan_calls, loan_liquidated):
     """All steps of loan ``i`` on every path of the block; scratch left reset."""
     n_paths = prices.shape[2]
     n_steps = prices.shape[1] - 1
-    asset = asset_of[i]
-    collateral0 = collateral_of[i]
-    debt0 = debt_of[i]
-    growth = growth_of[i]
-    m = m_of[i]
+    status = state[_STATUS]
+    guard = state[_GUARD]
+    call_start = state[_CALL_START]
+    topup_due = state[_TOPUP_DUE]
+    pending = state[_PENDING]
+    collateral_now = state[_COLLATERAL_NOW]
     call_collateral = collateral0 * m
     loan_key = _mix64(seed_key ^ _U(i))
     guard_usable = _TINY <= m <= _HUGE and _TINY <= collateral0 <= _HUGE and _TINY <= call_collateral <= _HUGE
+    expire_after = np.float64(cure) if cure >= 1 else np.inf
+    for p in range(n_paths):
+        collateral_now[p] = collateral0
     touched = False
     debt_t = debt0
+    watched = 0
     for t in range(n_steps + 1):
         if t >= 1:
             debt_t = debt_t * growth
-        threshold = _guard_threshold(debt_t, collateral0, call_collateral) if guard_usable else np.inf
         row = prices[asset, t]
-        flagged = 0
-        for p in range(n_paths):
-            if row[p] * guard[p] <= threshold:
-                flagged += 1
-        if flagged == 0:
-            continue
+        if watched == 0:
+            # A. Is any path near its call level (or closed with an infinite threshold)?
+            threshold = _guard_threshold(debt_t, collateral0, call_collateral) if guard_usable else np.inf
+            if _count_near(row, guard, n_paths, threshold) == 0:
+                continue
         touched = True
-        for p in range(n_paths):
-            if row[p] * guard[p] <= threshold and status[p] != _CLOSED:
-                _settle_path_step(
-                    i, p, t, path_offset + p, row[p], debt_t, debt0, growth, collateral0,
-                    m, l_of[i], tau_of[i], cure_of[i], fee_of[i], topup_of[i], loan_key,
-                    asset, partial,
-                    status, guard, collateral_now, debt_now, principal_now, call_start,
-                    topup_due, had_call, had_liquidation, loss_on_path,
-                    acc_money, acc_counts, acc_sold, acc_step_sold, acc_step_loss, record,
-                )
+        # B. Exact LTV everywhere; cures in place; events marked pending.
+        n_pending, watched = _mark_events(row, n_paths, np.float64(t), debt_t, m, l,
+                                          collateral0, expire_after, status, guard,
+                                          call_start, topup_due, pending, collateral_now)
+        # C. The spec's rules on the paths with an event.
+        p = 0
+        while n_pending > 0:
+            if pending[p] != 0.0:
+                _settle_path_step(p, t, path_offset + p, row[p], debt_t, debt0, growth,
+                                  collateral0, m, l, tau, cure, fee, topup_prob, loan_key,
+                                  asset, partial, state, had_call, had_liquidation,
+                                  acc_money, acc_counts, acc_sold, acc_step_sold,
+                                  acc_step_loss, record)
+                n_pending -= 1
+            p += 1
 
     # 8. Horizon: open loans report their mark-to-market shortfall.
     final = prices[asset, n_steps]
+    debt_now = state[_DEBT_NOW]
     unrealised = acc_money[_UNREALISED]
+    for p in range(n_paths):
+        debt = debt_now[p] if status[p] == _MODIFIED else debt_t
+        shortfall = debt - collateral_now[p] * final[p]
+        if status[p] == _CLOSED or shortfall < 0.0:
+            shortfall = 0.0
+        unrealised[p] += shortfall
     if not touched:
-        for p in range(n_paths):
-            shortfall = debt_t - collateral0 * final[p]
-            unrealised[p] += shortfall if shortfall > 0.0 else 0.0
         return
+    loss_on_path = state[_LOSS_ON_PATH]
     n_called = 0
     n_liquidated = 0
     total_loss = loan_loss[i]
     for p in range(n_paths):
-        state = status[p]
-        if state != _CLOSED:
-            debt = debt_now[p] if state == _MODIFIED else debt_t
-            q = collateral0 if state == _PRISTINE else collateral_now[p]
-            shortfall = debt - q * final[p]
-            unrealised[p] += shortfall if shortfall > 0.0 else 0.0
         n_called += had_call[p]
         n_liquidated += had_liquidation[p]
         total_loss += loss_on_path[p]
         # Leave the scratch reset for the next loan.
-        status[p] = _PRISTINE
+        status[p] = _OPEN
         guard[p] = 1.0
+        call_start[p] = _NO_STEP
+        topup_due[p] = _NO_STEP
         had_call[p] = 0
         had_liquidation[p] = 0
         loss_on_path[p] = 0.0
@@ -292,16 +335,28 @@ def _evaluate_loan(
     loan_liquidated[i] += n_liquidated
 
 
+@njit(**_jit)
+def _evaluate_chunk(chunk, prices, asset_of, collateral_of, debt_of, growth_of, m_of, l_of,
+                    tau_of, cure_of, fee_of, topup_of, seed_key, path_offset, partial,
+                    state, had_call, had_liquidation, acc_money, acc_counts, acc_sold,
+                    acc_step_sold, acc_step_loss, record, loan_loss, loan_calls,
+                    loan_liquidated):
+    """Every loan of one chunk, in loan order, into one thread slot's scratch."""
+    stop = min((chunk + 1) * _LOAN_CHUNK, debt_of.shape[0])
+    for i in range(chunk * _LOAN_CHUNK, stop):
+        _evaluate_loan(i, prices, asset_of[i], collateral_of[i], debt_of[i], growth_of[i],
+                       m_of[i], l_of[i], tau_of[i], cure_of[i], fee_of[i], topup_of[i],
+                       seed_key, path_offset, partial, state, had_call, had_liquidation,
+                       acc_money, acc_counts, acc_sold, acc_step_sold, acc_step_loss,
+                       record, loan_loss, loan_calls, loan_liquidated)
+
+
 @njit(parallel=True, **_jit)
-def _evaluate_chunks(
-    prices, asset_of, collateral_of, debt_of, growth_of, m_of, l_of, tau_of, cure_of,
-    fee_of, topup_of, seed_key, path_offset, partial, n_slots,
-    status, guard, collateral_now, debt_now, principal_now, call_start, topup_due,
-    had_call, had_liquidation, loss_on_path,
-    acc_money, acc_counts, acc_sold, acc_step_sold, acc_step_loss,
-    path_money, path_counts, path_sold, step_sold, step_loss,
-    loan_loss, loan_calls, loan_liquidated,
-):
+def _evaluate_chunks(prices, asset_of, collateral_of, debt_of, growth_of, m_of, l_of, tau_of,
+                     cure_of, fee_of, topup_of, seed_key, path_offset, partial, n_slots,
+                     path_state, had_call, had_liquidation, acc_money, acc_counts, acc_sold,
+                     acc_step_sold, acc_step_loss, path_money, path_counts, path_sold,
+                     step_sold, step_loss, loan_loss, loan_calls, loan_liquidated):
     n_loans = debt_of.shape[0]
     n_paths = prices.shape[2]
     record = step_loss.shape[0] > 0
@@ -309,24 +364,18 @@ def _evaluate_chunks(
     for wave in range(0, n_chunks, n_slots):
         n_active = min(n_slots, n_chunks - wave)
         for slot in prange(n_active):
-            chunk = wave + slot
             acc_money[slot] = 0.0
             acc_counts[slot] = 0
             acc_sold[slot] = 0.0
             if record:
                 acc_step_sold[slot] = 0.0
                 acc_step_loss[slot] = 0.0
-            for i in range(chunk * _LOAN_CHUNK, min((chunk + 1) * _LOAN_CHUNK, n_loans)):
-                _evaluate_loan(
-                    i, prices, asset_of, collateral_of, debt_of, growth_of, m_of, l_of,
-                    tau_of, cure_of, fee_of, topup_of, seed_key, path_offset, partial,
-                    status[slot], guard[slot], collateral_now[slot], debt_now[slot],
-                    principal_now[slot], call_start[slot], topup_due[slot],
-                    had_call[slot], had_liquidation[slot], loss_on_path[slot],
-                    acc_money[slot], acc_counts[slot], acc_sold[slot],
-                    acc_step_sold[slot], acc_step_loss[slot], record,
-                    loan_loss, loan_calls, loan_liquidated,
-                )
+            _evaluate_chunk(wave + slot, prices, asset_of, collateral_of, debt_of, growth_of,
+                            m_of, l_of, tau_of, cure_of, fee_of, topup_of, seed_key,
+                            path_offset, partial, path_state[slot], had_call[slot],
+                            had_liquidation[slot], acc_money[slot], acc_counts[slot],
+                            acc_sold[slot], acc_step_sold[slot], acc_step_loss[slot], record,
+                            loan_loss, loan_calls, loan_liquidated)
         # Serial reduction in chunk order: the result does not depend on n_slots.
         for slot in range(n_active):
             for k in range(path_money.shape[0]):
@@ -356,22 +405,19 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
     Same contract as :func:`ltvsim.backends._numpy_kernel.evaluate_block`. Releases the
     GIL while it runs.
     """
-    from ._args import allocate_scratch
     from .._rng import MASK64, mix64
 
     n_assets, n_steps_1, n_paths = prices.shape
     record = out.step_loss.shape[0] > 0
-    scratch = allocate_scratch(n_threads, n_paths, n_steps_1 - 1, n_assets, record)
-    seed_key = _U(mix64(seed & MASK64))
-    n_threads = min(n_threads, numba.config.NUMBA_NUM_THREADS)
-    # numba's thread count is per calling thread; the workqueue layer (used only when
+    n_threads = max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS))
+    scratch = _args.allocate_scratch(n_threads, n_paths, n_steps_1 - 1, n_assets, record)
+    seed_key = _U(mix64(int(seed) & MASK64))
+    # numba's thread count is per calling thread; its workqueue layer (used only when
     # neither OpenMP nor TBB is present) is not re-entrant, hence the lock there.
     with _lock if _threading_layer() in (None, "workqueue") else _NoLock():
         numba.set_num_threads(n_threads)
-        _evaluate_chunks(
-            prices, *loans, seed_key, path_offset, bool(partial), n_threads, *scratch,
-            *out[:5], *out[5:],
-        )
+        _evaluate_chunks(prices, *loans, seed_key, path_offset, bool(partial), n_threads,
+                         *scratch, *out)
 
 
 def _threading_layer():

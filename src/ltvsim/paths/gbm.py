@@ -1,12 +1,64 @@
 """Correlated geometric Brownian motion."""
+import math
+
 import numpy as np
+from numba import njit, prange
 
-from .. import _config
-from .._validation import check_int, check_positive_float
-from ._price_paths import PricePaths
+from ._driver import PathModel, run_kernel
+from ._streams import normal, seed_path
+from .params import Field
+
+_jit = dict(cache=True, nogil=True, error_model="numpy", fastmath=False)
 
 
-def gbm(s0, mu, sigma, *, corr=None, n_paths, n_steps, dt, seed=0, assets=None, dtype=np.float64):
+class GBMParams(PathModel):
+    """Correlated geometric Brownian motion.
+
+    ``log S[t+dt] = log S[t] + (mu - sigma**2 / 2) dt + sigma sqrt(dt) Z`` with
+    ``Z ~ N(0, corr)``, so ``E[S[t]] = S[0] exp(mu t)`` for any step length.
+    """
+
+    model = "gbm"
+    fields = (
+        Field("s0", ("a",), "positive", "starting price"),
+        Field("mu", ("a",), "finite", "annual drift (arithmetic)", default=0.0),
+        Field("sigma", ("a",), "nonnegative", "annual volatility"),
+    )
+    matrices = ("corr",)
+
+    def _prepare(self, s0, dt):
+        chol = cholesky_of_correlation(self.corr, self.n_assets)
+        drift = (self.mu - 0.5 * self.sigma**2) * dt
+        scale = np.ascontiguousarray(chol * (self.sigma * math.sqrt(dt))[:, None])
+        return np.log(s0), drift, scale
+
+    def _fill(self, out, key, path0, antithetic, prepared, n_threads):
+        run_kernel(_gbm_kernel, n_threads, out, key, path0, antithetic, *prepared)
+
+
+@njit(parallel=True, **_jit)
+def _gbm_kernel(out, key, path0, antithetic, log_s0, drift, scale):
+    """Fill ``out[i]`` (OUT) with path ``path0 + i``: one stream per path, steps in order."""
+    n_paths, n_steps_1, n_assets = out.shape
+    for i in prange(n_paths):
+        state = np.empty(4, dtype=np.uint64)
+        sign = seed_path(key, path0 + i, antithetic, state)
+        x = log_s0.copy()
+        z = np.empty(n_assets)
+        for a in range(n_assets):
+            out[i, 0, a] = math.exp(x[a])
+        for t in range(1, n_steps_1):
+            for a in range(n_assets):
+                z[a] = sign * normal(state)
+            for a in range(n_assets):
+                inc = drift[a]
+                for b in range(n_assets):
+                    inc += scale[a, b] * z[b]
+                x[a] += inc
+                out[i, t, a] = math.exp(x[a])
+
+
+def gbm(s0, mu, sigma, *, corr=None, n_paths, n_steps, dt, seed=0, assets=None, dtype=np.float64, antithetic=False, n_threads=None):
     """Correlated geometric Brownian motion price paths.
 
     ``log S[t+1] = log S[t] + (mu - sigma**2 / 2) * dt + sigma * sqrt(dt) * Z`` with
@@ -24,46 +76,40 @@ def gbm(s0, mu, sigma, *, corr=None, n_paths, n_steps, dt, seed=0, assets=None, 
     dt : float
         Step length in years.
     seed : int
-        Paths come in blocks of ``RNG_PATH_BLOCK`` (1024) paths; block ``b`` draws from
-        its own stream keyed by ``(seed, b)``, so path ``p`` is the same for any
-        ``n_paths`` that contains it.
+        Paths come in blocks of ``RNG_PATH_BLOCK`` (1024) paths; path ``p`` (block
+        ``p // 1024``, lane ``p % 1024``) draws from its own stream keyed by ``(seed,
+        block, lane)``, so it is the same for any ``n_paths``, chunking or thread count.
     assets : sequence of str, optional
-        Asset names.
+        Asset names (default ``asset0``, ``asset1``, ...).
     dtype : numpy dtype
         float64 (default) or float32.
+    antithetic : bool
+        Paths ``2k + 1`` use the negated shocks of path ``2k``.
+    n_threads : int, optional
+        Threads (default: every usable core); results do not depend on it.
 
     Returns
     -------
     PricePaths
+
+    Examples
+    --------
+    >>> p = gbm([60_000.0, 3_000.0], 0.0, [0.6, 0.8], corr=[[1, 0.8], [0.8, 1]],
+    ...         n_paths=4, n_steps=30, dt=1 / 365, assets=["BTC", "ETH"])
+    >>> p.prices.shape
+    (4, 31, 2)
     """
     s0 = np.atleast_1d(np.asarray(s0, dtype=np.float64))
-    n_assets = s0.shape[0]
-    mu = np.broadcast_to(np.asarray(mu, dtype=np.float64), (n_assets,))
-    sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (n_assets,))
-    if s0.ndim != 1 or not np.all(np.isfinite(s0) & (s0 > 0)):
-        raise ValueError(f"s0 must be finite and > 0 per asset, got {s0}")
-    if not np.all(np.isfinite(mu)):
-        raise ValueError(f"mu must be finite, got {mu}")
-    if not np.all(np.isfinite(sigma) & (sigma >= 0)):
-        raise ValueError(f"sigma must be finite and >= 0, got {sigma}")
-    n_paths = check_int("n_paths", n_paths, minimum=1)
-    n_steps = check_int("n_steps", n_steps, minimum=0)
-    seed = check_int("seed", seed, minimum=0)
-    dt = check_positive_float("dt", dt)
-    chol = cholesky_of_correlation(corr, n_assets)
-
-    drift = (mu - 0.5 * sigma**2) * dt
-    scale = sigma * np.sqrt(dt)
-    out = np.empty((n_paths, n_steps + 1, n_assets), dtype=dtype)
-    block = _config.RNG_PATH_BLOCK
-    for b in range(-(-n_paths // block)):
-        lo, hi = b * block, min((b + 1) * block, n_paths)
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, b])))
-        z = rng.standard_normal((block, n_steps, n_assets))[: hi - lo]
-        log_step = drift + (z @ chol.T) * scale
-        log_path = np.concatenate([np.zeros((hi - lo, 1, n_assets)), np.cumsum(log_step, axis=1)], axis=1)
-        out[lo:hi] = s0 * np.exp(log_path)
-    return PricePaths(out, dt=dt, assets=assets)
+    if s0.ndim != 1:
+        raise ValueError(f"s0 must be a scalar or 1-D (one price per asset), got shape {s0.shape}")
+    names = tuple(assets) if assets is not None else tuple(f"asset{i}" for i in range(s0.shape[0]))
+    if len(names) != s0.shape[0]:
+        raise ValueError(f"assets names {len(names)} assets, s0 has {s0.shape[0]}")
+    params = GBMParams(assets=names, s0=s0, mu=mu, sigma=sigma, corr=corr)
+    paths = params.paths(n_paths, n_steps, dt, seed=seed, antithetic=antithetic, dtype=dtype, n_threads=n_threads)
+    if assets is None:
+        paths.assets = None
+    return paths
 
 
 def cholesky_of_correlation(corr, n_assets):
@@ -85,7 +131,10 @@ def cholesky_of_correlation(corr, n_assets):
         raise ValueError(f"corr must have a unit diagonal, got {np.diag(corr)}")
     eigenvalues, vectors = np.linalg.eigh(corr)
     if eigenvalues.min() < -1e-10:
-        raise ValueError(f"corr must be positive semi-definite (smallest eigenvalue {eigenvalues.min():.3g})")
+        raise ValueError(
+            f"corr must be positive semi-definite (smallest eigenvalue {eigenvalues.min():.3g});"
+            " estimate it from joint data or shrink it towards the identity"
+        )
     try:
         return np.linalg.cholesky(corr)
     except np.linalg.LinAlgError:
