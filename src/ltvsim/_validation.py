@@ -54,7 +54,8 @@ def as_float_field(name, value, n):
     array = _as_array(name, value)
     if array.dtype.kind not in "fiu" or array.dtype.kind == "b":
         raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
-    array = np.asarray(array, dtype=np.float64)
+    # A private copy: later writes to the caller's array cannot reach validated data.
+    array = np.array(array, dtype=np.float64, copy=True)
     return _broadcast(name, array, n)
 
 
@@ -69,7 +70,7 @@ def as_int_field(name, value, n):
         raise TypeError(f"{name} must hold whole numbers, got dtype {array.dtype}")
     if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
         raise ValueError(f"{name} has values beyond int64")
-    return _broadcast(name, np.asarray(array, dtype=np.int64), n)
+    return _broadcast(name, np.array(array, dtype=np.int64, copy=True), n)
 
 
 def _as_array(name, value):

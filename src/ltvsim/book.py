@@ -126,7 +126,7 @@ class LoanBook:
         self.asset_names = asset_names
         self.extra = {}
         for key, column in (extra or {}).items():
-            column = np.asarray(column)
+            column = np.array(column, copy=True)
             if column.shape != (n_loans,):
                 raise ValueError(f"extra column {key!r} has shape {column.shape}, expected ({n_loans},)")
             column.setflags(write=False)

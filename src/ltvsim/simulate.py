@@ -24,6 +24,7 @@ def simulate(
     n_threads=None,
     record_steps=False,
     path_block=None,
+    path_offset=0,
     progress=False,
 ):
     """Run every loan of ``book`` on every path of ``paths``.
@@ -47,6 +48,10 @@ def simulate(
     path_block : int, optional
         Paths per kernel call (default: sized to stay in cache). Results do not depend
         on it.
+    path_offset : int
+        Global index of ``paths``' first path. The top-up draws are keyed by global
+        path index, so evaluating a long run in chunks of paths, each with its offset,
+        gives exactly the result of one call on all paths.
     progress : bool
         Show a progress bar over path blocks on standard error.
 
@@ -77,6 +82,7 @@ def simulate(
     if path_block is None:
         path_block = default_path_block(paths.n_steps, paths.n_assets)
     path_block = check_int("path_block", path_block, minimum=1)
+    path_offset = check_int("path_offset", path_offset, minimum=0)
 
     loans = kernel_loans(book, paths.dt)
     n_loans, n_paths, n_steps, n_assets = len(book), paths.n_paths, paths.n_steps, paths.n_assets
@@ -95,7 +101,9 @@ def simulate(
             stop = min(start + path_block, n_paths)
             block = paths.kernel_block(start, stop)
             out = new_block_outputs(stop - start, n_steps, n_assets, record_steps, loan_outputs)
-            kernel.evaluate_block(block, loans, seed, start, liquidation == "partial", n_threads, out)
+            kernel.evaluate_block(
+                block, loans, seed, path_offset + start, liquidation == "partial", n_threads, out
+            )
             path_money[:, start:stop] = out.path_money
             path_counts[:, start:stop] = out.path_counts
             path_sold[:, start:stop] = out.path_sold
@@ -126,6 +134,7 @@ def simulate(
         "backend": backend_name,
         "liquidation": liquidation,
         "seed": seed,
+        "path_offset": path_offset,
         "n_threads": n_threads,
         "elapsed_seconds": elapsed,
     }
@@ -157,13 +166,18 @@ def check_assets(book, paths):
         f"< {paths.n_assets} (the price paths have {paths.n_assets} asset(s))",
     )
     if book.asset_names is not None and paths.assets is not None:
-        used = np.unique(book.asset)
-        for index in used:
-            if index >= len(book.asset_names) or book.asset_names[index] != paths.assets[index]:
-                raise ValueError(
-                    f"asset {index} is {book.asset_names[index]!r} in the book but "
-                    f"{paths.assets[index]!r} in the price paths; reorder one to match"
-                )
+        same = np.array(
+            [k < len(book.asset_names) and book.asset_names[k] == name for k, name in enumerate(paths.assets)]
+        )
+        mismatched = np.flatnonzero(~same[book.asset])
+        if mismatched.size:
+            row = int(mismatched[0])
+            index = int(book.asset[row])
+            raise ValueError(
+                f"asset[{row}] (loan row {row}) = {index}: asset {index} is "
+                f"{book.asset_names[index]!r} in the book but {paths.assets[index]!r} in the "
+                f"price paths ({mismatched.size} loan(s) affected); reorder one to match"
+            )
 
 
 def default_path_block(n_steps, n_assets):

@@ -17,6 +17,11 @@ class PricePaths:
         Length of one step in years (daily: 1/365).
     assets : sequence of str, optional
         Names of the assets along the last axis (e.g. ``("BTC", "ETH")``).
+    copy : bool, default True
+        Keep a private copy, so later writes to ``prices`` cannot reach validated
+        data. ``copy=False`` takes ``prices`` over without copying (the generators do
+        this with arrays nobody else holds) and makes it read-only: only pass arrays
+        that nothing else will write to.
 
     Raises
     ------
@@ -31,8 +36,8 @@ class PricePaths:
     (2, 30, 1)
     """
 
-    def __init__(self, prices, dt, assets=None):
-        prices = np.asarray(prices)
+    def __init__(self, prices, dt, assets=None, *, copy=True):
+        prices = np.array(prices, copy=True) if copy else np.asarray(prices)
         if prices.dtype.kind not in "fiu" or prices.dtype.kind == "b":
             raise TypeError(f"prices must be real numbers, got dtype {prices.dtype}")
         if prices.dtype not in (np.float32, np.float64):
