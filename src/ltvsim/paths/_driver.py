@@ -134,7 +134,7 @@ class PathModel(ModelParams):
         out = np.empty((n_paths, n_steps + 1, self.n_assets), dtype=dtype)
         self._fill(out, np.uint64(seed_key(np.uint64(seed))), np.int64(path_offset), antithetic, prepared, n_threads)
         out[:, 0, :] = s0  # exactly today's price (the kernels start from exp(log s0))
-        return PricePaths(out, dt=dt, assets=self.assets)
+        return PricePaths(out, dt=dt, assets=self.assets, copy=False)
 
     def stream(self, n_paths, n_steps, dt, *, seed=0, s0=None, antithetic=False, dtype=np.float64, n_threads=None, chunk_paths=None):
         """Yield the paths of :meth:`paths` chunk by chunk, in path order.
@@ -160,5 +160,5 @@ class PathModel(ModelParams):
             out = np.empty((n, n_steps + 1, self.n_assets), dtype=dtype)
             self._fill(out, key, np.int64(start), antithetic, prepared, n_threads)
             out[:, 0, :] = s0
-            yield PricePaths(out, dt=dt, assets=self.assets)
+            yield PricePaths(out, dt=dt, assets=self.assets, copy=False)
             del out

@@ -47,7 +47,7 @@ def _path(s0, gross, dt, assets):
     prices = np.empty((1, gross.shape[0] + 1, s0.size))
     prices[0, 0] = s0
     prices[0, 1:] = s0 * np.cumprod(gross, axis=0)
-    return PricePaths(prices, dt=dt, assets=assets)
+    return PricePaths(prices, dt=dt, assets=assets, copy=False)
 
 
 def shock(s0, size, *, assets=None, n_steps=1, dt=DAY):
