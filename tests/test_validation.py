@@ -276,19 +276,19 @@ def test_asset_beyond_the_paths_is_refused_before_any_kernel(no_kernel, backend)
 def test_asset_names_that_disagree_are_refused_before_any_kernel(no_kernel, backend):
     book = ltvsim.LoanBook(**{**BASE_LOAN, "asset": ["ETH", "BTC"]}, asset_names=("BTC", "ETH"))
     swapped = ltvsim.PricePaths(np.full((2, 3, 2), 100.0), dt=1.0, assets=["ETH", "BTC"])
-    with pytest.raises(ValueError, match=r"asset 0 is 'BTC' in the book but 'ETH' in the price paths"):
+    with pytest.raises(ValueError, match=r"asset 1 is 'ETH' in the book but 'BTC' in the price paths"):
         ltvsim.simulate(book, swapped, backend=backend)
 
 
 def test_asset_name_mismatch_names_the_first_loan_row(no_kernel):
     # Spec: every refusal names the field, the first offending loan row and its value.
-    # Loan row 1 is the first loan whose asset (index 0, 'BTC' in the book) means
-    # something else ('ETH') in the paths.
+    # Both loans mismatch; loan row 0 (asset index 1: 'ETH' in the book, 'BTC' in the
+    # paths) is the first, so the message names it.
     book = ltvsim.LoanBook(**{**BASE_LOAN, "asset": ["ETH", "BTC"]}, asset_names=("BTC", "ETH"))
     swapped = ltvsim.PricePaths(np.full((2, 3, 2), 100.0), dt=1.0, assets=["ETH", "BTC"])
     with pytest.raises(ValueError, match=r"asset") as info:
         ltvsim.simulate(book, swapped, backend="numpy")
-    assert "loan row 1" in str(info.value), str(info.value)
+    assert str(info.value).startswith("asset[0] (loan row 0) = 1: "), str(info.value)
 
 
 def test_matching_asset_names_are_accepted(backend):
