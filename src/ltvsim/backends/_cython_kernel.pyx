@@ -263,23 +263,23 @@ cdef i64 _count_near(const_double_ptr row, const_double_ptr guard, Py_ssize_t n_
 
 
 cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
-                             double debt_t, double m, double l, double collateral0,
-                             bint can_expire, double cure_steps, const_double_ptr status,
-                             double_ptr guard, double_ptr call_start, double_ptr topup_due,
-                             double_ptr pending, const_double_ptr collateral_now,
-                             i64* watched) noexcept nogil:
-    """Pass B: the exact LTV of every path; apply market cures, count and mark events.
+                      double debt_t, double m, double l, bint can_expire,
+                      double cure_steps, const_double_ptr status,
+                      const_double_ptr call_start, const_double_ptr topup_due,
+                      double_ptr pending, const_double_ptr collateral_now,
+                      i64* watched) noexcept nogil:
+    """Pass B: the exact LTV of every path; mark what rules 4-7 must do there.
 
-    An event is anything rule 4-7 must settle: a new call, an expired cure period, a
-    top-up falling due, a liquidation, or a partially sold loan (own debt to accrue).
-    Returns the number of events; ``watched`` receives the number of paths that may
-    still be in a call afterwards (events included): while it is non-zero the next
-    step skips pass A.
+    ``pending`` becomes 1 for an event (a new call, an expired cure period, a top-up
+    falling due, a liquidation, or a partially sold loan whose own debt accrues), 2
+    for a call cured by the market, 0 otherwise. Returns how many paths are marked;
+    ``watched`` receives how many may still be in a call afterwards (events
+    included): while it is non-zero the next step skips pass A.
     """
     cdef Py_ssize_t p
     cdef double ltv, start, due
     # 64-bit integer truth values: the same lane width as the doubles, so gcc vectorises.
-    cdef i64 is_open, in_band, event, cured, n_pending = 0, n_watched = 0
+    cdef i64 is_open, in_band, event, cured, n_marked = 0, n_watched = 0
     cdef double expire_after = cure_steps if can_expire else INF
     for p in range(n_paths):
         ltv = debt_t / (collateral_now[p] * row[p])
@@ -289,15 +289,12 @@ cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
         due = topup_due[p]
         event = (status[p] == MODIFIED) | (is_open & (
             (ltv >= l) | (due == step) | (in_band & ((start < 0.0) | (step - start >= expire_after)))))
-        cured = is_open & (not in_band) & (not event)
-        call_start[p] = NO_STEP if cured else start
-        topup_due[p] = NO_STEP if cured else due
-        guard[p] = (1.0 if collateral_now[p] >= collateral0 else 0.0) if cured else guard[p]
-        pending[p] = 1.0 if event else 0.0
-        n_pending += event
+        cured = is_open & (not in_band) & (not event) & (start >= 0.0)
+        pending[p] = 1.0 if event else (2.0 if cured else 0.0)
+        n_marked += event | cured
         n_watched += event | (is_open & (not cured) & (start >= 0.0))
     watched[0] = n_watched
-    return n_pending
+    return n_marked
 
 
 cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, Py_ssize_t n_steps,
@@ -341,15 +338,21 @@ cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, Py_ssize_t
             if _count_near(row, guard, n_paths, threshold) == 0:
                 continue
         touched = True
-        # B. Exact LTV everywhere; cures in place; events marked pending.
-        n_pending = _mark_events(row, n_paths, <double>t, debt_t, m, l, collateral0,
-                                 can_expire, cure_steps, status, guard, call_start,
-                                 topup_due, pending, collateral_now, &watched)
+        # B. Exact LTV everywhere; events and market cures marked pending.
+        n_pending = _mark_events(row, n_paths, <double>t, debt_t, m, l, can_expire,
+                                 cure_steps, status, call_start, topup_due, pending,
+                                 collateral_now, &watched)
         # C. The spec's rules on the paths with an event.
         p = 0
         while n_pending > 0:
-            if pending[p] != 0.0:
+            if pending[p] == 1.0:
                 _settle_path_step(loan, p, t, path_offset + p, row[p], debt_t, partial, s)
+                n_pending -= 1
+            elif pending[p] == 2.0:
+                # Below the call level: the call in progress is cured by the market.
+                call_start[p] = NO_STEP
+                topup_due[p] = NO_STEP
+                guard[p] = 1.0 if collateral_now[p] >= collateral0 else 0.0
                 n_pending -= 1
             p += 1
 

@@ -19,13 +19,13 @@ Design (the Cython kernel is the same, name for name):
   into its own scratch row, and the chunks' per-path sums are added serially in chunk
   order, so results are identical for any thread count.
 """
-import threading
-
 import numba
 import numpy as np
 from numba import njit, prange
 
 from .. import _config as cfg
+from .._numba_threads import run_parallel
+from .._rng import MASK64, mix64
 from . import _args
 
 _U = np.uint64
@@ -223,16 +223,17 @@ def _count_near(row, guard, n_paths, threshold):
 # Passes A and B stay functions of their own: inlined into the big loan loop, LLVM
 # (like gcc) no longer vectorises them.
 @njit(**_jit)
-def _mark_events(row, n_paths, step, debt_t, m, l, collateral0, expire_after, status,
-                 guard, call_start, topup_due, pending, collateral_now):
-    """Pass B: the exact LTV of every path; apply market cures, count and mark events.
+def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, status, call_start,
+                 topup_due, pending, collateral_now):
+    """Pass B: the exact LTV of every path; mark what rules 4-7 must do there.
 
-    An event is anything rule 4-7 must settle: a new call, an expired cure period, a
-    top-up falling due, a liquidation, or a partially sold loan (own debt to accrue).
-    Returns the number of events and the number of paths that may still be in a call
-    afterwards (events included): while that is non-zero the next step skips pass A.
+    ``pending`` becomes 1 for an event (a new call, an expired cure period, a top-up
+    falling due, a liquidation, or a partially sold loan whose own debt accrues), 2
+    for a call cured by the market, 0 otherwise. Returns how many paths are marked
+    and how many may still be in a call afterwards (events included): while that is
+    non-zero the next step skips pass A.
     """
-    n_pending = 0
+    n_marked = 0
     n_watched = 0
     for p in range(n_paths):
         ltv = debt_t / (collateral_now[p] * row[p])
@@ -243,14 +244,11 @@ def _mark_events(row, n_paths, step, debt_t, m, l, collateral0, expire_after, st
         event = (status[p] == _MODIFIED) | (is_open & (
             (ltv >= l) | (due == step)
             | (in_band & ((start < 0.0) | (step - start >= expire_after)))))
-        cured = is_open & ~in_band & ~event
-        call_start[p] = _NO_STEP if cured else start
-        topup_due[p] = _NO_STEP if cured else due
-        guard[p] = (1.0 if collateral_now[p] >= collateral0 else 0.0) if cured else guard[p]
-        pending[p] = 1.0 if event else 0.0
-        n_pending += event
+        cured = is_open & ~in_band & ~event & (start >= 0.0)
+        pending[p] = 1.0 if event else (2.0 if cured else 0.0)
+        n_marked += event | cured
         n_watched += event | (is_open & ~cured & (start >= 0.0))
-    return n_pending, n_watched
+    return n_marked, n_watched
 
 
 @njit(inline="always", **_jit)
@@ -286,19 +284,25 @@ def _evaluate_loan(i, prices, asset, collateral0, debt0, growth, m, l, tau, cure
             if _count_near(row, guard, n_paths, threshold) == 0:
                 continue
         touched = True
-        # B. Exact LTV everywhere; cures in place; events marked pending.
+        # B. Exact LTV everywhere; events and market cures marked pending.
         n_pending, watched = _mark_events(row, n_paths, np.float64(t), debt_t, m, l,
-                                          collateral0, expire_after, status, guard,
-                                          call_start, topup_due, pending, collateral_now)
-        # C. The spec's rules on the paths with an event.
+                                          expire_after, status, call_start, topup_due,
+                                          pending, collateral_now)
+        # C. The spec's rules on the paths marked.
         p = 0
         while n_pending > 0:
-            if pending[p] != 0.0:
+            if pending[p] == 1.0:
                 _settle_path_step(p, t, path_offset + p, row[p], debt_t, debt0, growth,
                                   collateral0, m, l, tau, cure, fee, topup_prob, loan_key,
                                   asset, partial, state, had_call, had_liquidation,
                                   acc_money, acc_counts, acc_sold, acc_step_sold,
                                   acc_step_loss, record)
+                n_pending -= 1
+            elif pending[p] == 2.0:
+                # Below the call level: the call in progress is cured by the market.
+                call_start[p] = _NO_STEP
+                topup_due[p] = _NO_STEP
+                guard[p] = 1.0 if collateral_now[p] >= collateral0 else 0.0
                 n_pending -= 1
             p += 1
 
@@ -396,41 +400,16 @@ def _evaluate_chunks(prices, asset_of, collateral_of, debt_of, growth_of, m_of, 
                             step_sold[t, a, p] += acc_step_sold[slot, t, a, p]
 
 
-_lock = threading.Lock()
-
-
 def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
     """Evaluate every loan on one block of paths and add the results into ``out``.
 
     Same contract as :func:`ltvsim.backends._numpy_kernel.evaluate_block`. Releases the
     GIL while it runs.
     """
-    from .._rng import MASK64, mix64
-
     n_assets, n_steps_1, n_paths = prices.shape
     record = out.step_loss.shape[0] > 0
-    n_threads = max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS))
-    scratch = _args.allocate_scratch(n_threads, n_paths, n_steps_1 - 1, n_assets, record)
+    n_slots = max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS))
+    scratch = _args.allocate_scratch(n_slots, n_paths, n_steps_1 - 1, n_assets, record)
     seed_key = _U(mix64(int(seed) & MASK64))
-    # numba's thread count is per calling thread; its workqueue layer (used only when
-    # neither OpenMP nor TBB is present) is not re-entrant, hence the lock there.
-    with _lock if _threading_layer() in (None, "workqueue") else _NoLock():
-        numba.set_num_threads(n_threads)
-        _evaluate_chunks(prices, *loans, seed_key, path_offset, bool(partial), n_threads,
-                         *scratch, *out)
-
-
-def _threading_layer():
-    """numba's threading layer, or None before the first parallel call chose one."""
-    try:
-        return numba.threading_layer()
-    except ValueError:
-        return None
-
-
-class _NoLock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+    run_parallel(_evaluate_chunks, n_slots, prices, *loans, seed_key, path_offset,
+                 bool(partial), n_slots, *scratch, *out)

@@ -5,42 +5,19 @@ inputs and write into the array they are given. A kernel fills paths ``path0 ..
 path0 + n - 1`` of a run, each from its own stream (see ``_streams``), so chunking and
 thread count never change a number.
 """
-import threading
-
-import numba
 import numpy as np
 
 from .. import _config
+from .._numba_threads import run_parallel
 from .._threads import resolve_threads
 from .._validation import check_int, check_positive_float
 from ._price_paths import PricePaths
 from ._streams import seed_key
 from .params import ModelParams
 
-_lock = threading.Lock()
-
-
-def _threading_layer():
-    try:
-        return numba.threading_layer()
-    except ValueError:
-        return None
-
-
-class _NoLock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def run_kernel(kernel, n_threads, *args):
     """Call a ``parallel=True`` kernel with ``n_threads`` numba threads."""
-    n_threads = min(resolve_threads(n_threads), numba.config.NUMBA_NUM_THREADS)
-    with _lock if _threading_layer() in (None, "workqueue") else _NoLock():
-        numba.set_num_threads(n_threads)
-        kernel(*args)
+    return run_parallel(kernel, resolve_threads(n_threads), *args)
 
 
 def check_dtype(dtype):
