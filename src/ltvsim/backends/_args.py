@@ -63,6 +63,7 @@ class Scratch(NamedTuple):
     """
 
     path_state: np.ndarray  # float64 [slots, N_STATE_ROWS, width]
+    pending: np.ndarray  # int64 [slots, width]: what pass C must do on each path (0: nothing)
     had_call: np.ndarray  # int8 [slots, width]
     had_liquidation: np.ndarray  # int8 [slots, width]
     acc_money: np.ndarray  # [slots, N_MONEY, width]
@@ -78,25 +79,27 @@ STATE_ROWS = {
     "guard": 1.0,
     "call_start": float(_config.NO_STEP),
     "topup_due": float(_config.NO_STEP),
-    "pending": 0.0,
     "collateral_now": 0.0,
     "debt_now": 0.0,
     "principal_now": 0.0,
     "loss_on_path": 0.0,
 }
-(STATUS, GUARD, CALL_START, TOPUP_DUE, PENDING, COLLATERAL_NOW, DEBT_NOW, PRINCIPAL_NOW,
+(STATUS, GUARD, CALL_START, TOPUP_DUE, COLLATERAL_NOW, DEBT_NOW, PRINCIPAL_NOW,
  LOSS_ON_PATH) = range(len(STATE_ROWS))
 N_STATE_ROWS = len(STATE_ROWS)
 
 
 def allocate_scratch(n_slots, n_paths, n_steps, n_assets, record_steps):
     """Scratch in its reset state."""
+    # Whole 8-path lines plus one: pass C reads ``pending`` eight paths at a time, and
+    # the padding (never written) stays 0.
     width = -(-n_paths // 8) * 8 + 8
     steps = n_steps + 1 if record_steps else 0
     path_state = np.empty((n_slots, N_STATE_ROWS, width))
     path_state[...] = np.array(list(STATE_ROWS.values()))[None, :, None]
     return Scratch(
         path_state=path_state,
+        pending=np.zeros((n_slots, width), dtype=np.int64),
         had_call=np.zeros((n_slots, width), dtype=np.int8),
         had_liquidation=np.zeros((n_slots, width), dtype=np.int8),
         acc_money=np.zeros((n_slots, _config.N_MONEY, width)),

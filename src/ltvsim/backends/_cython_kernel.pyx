@@ -28,6 +28,9 @@ cdef enum:
     MODIFIED = 1
     CLOSED = 2
     NO_STEP = -1
+    # What pass C must do on a path.
+    EVENT = 1
+    CURED = 2
     LOSS = 0
     FEES = 1
     INTEREST = 2
@@ -87,7 +90,7 @@ cdef struct PathScratch:
     double* guard
     double* call_start
     double* topup_due
-    double* pending
+    i64* pending
     double* collateral_now
     double* debt_now
     double* principal_now
@@ -266,13 +269,13 @@ cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
                       double debt_t, double m, double l, bint can_expire,
                       double cure_steps, const_double_ptr status,
                       const_double_ptr call_start, const_double_ptr topup_due,
-                      double_ptr pending, const_double_ptr collateral_now,
+                      i64* pending, const_double_ptr collateral_now,
                       i64* watched) noexcept nogil:
     """Pass B: the exact LTV of every path; mark what rules 4-7 must do there.
 
-    ``pending`` becomes 1 for an event (a new call, an expired cure period, a top-up
-    falling due, a liquidation, or a partially sold loan whose own debt accrues), 2
-    for a call cured by the market, 0 otherwise. Returns how many paths are marked;
+    ``pending`` becomes EVENT for an event (a new call, an expired cure period, a
+    top-up falling due, a liquidation, or a partially sold loan whose own debt
+    accrues), CURED for a call cured by the market, 0 otherwise. Returns how many paths are marked;
     ``watched`` receives how many may still be in a call afterwards (events
     included): while it is non-zero the next step skips pass A.
     """
@@ -290,7 +293,7 @@ cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
         event = (status[p] == MODIFIED) | (is_open & (
             (ltv >= l) | (due == step) | (in_band & ((start < 0.0) | (step - start >= expire_after)))))
         cured = is_open & (not in_band) & (not event) & (start >= 0.0)
-        pending[p] = 1.0 if event else (2.0 if cured else 0.0)
+        pending[p] = EVENT if event else (CURED if cured else 0)
         n_marked += event | cured
         n_watched += event | (is_open & (not cured) & (start >= 0.0))
     watched[0] = n_watched
@@ -318,12 +321,12 @@ cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, Py_ssize_t
     cdef double* guard = s.guard
     cdef double* call_start = s.call_start
     cdef double* topup_due = s.topup_due
-    cdef double* pending = s.pending
+    cdef i64* pending = s.pending
     cdef double* collateral_now = s.collateral_now
     cdef double* debt_now = s.debt_now
     cdef double* loss_on_path = s.loss_on_path
     cdef double* unrealised = s.acc_money + UNREALISED * s.width
-    cdef Py_ssize_t t, p
+    cdef Py_ssize_t t, p, q
     cdef i64 n_pending, watched = 0
     cdef i64 n_called, n_liquidated
     for p in range(n_paths):
@@ -342,19 +345,22 @@ cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, Py_ssize_t
         n_pending = _mark_events(row, n_paths, <double>t, debt_t, m, l, can_expire,
                                  cure_steps, status, call_start, topup_due, pending,
                                  collateral_now, &watched)
-        # C. The spec's rules on the paths with an event.
+        # C. The spec's rules on the paths marked, eight paths at a time.
         p = 0
         while n_pending > 0:
-            if pending[p] == 1.0:
-                _settle_path_step(loan, p, t, path_offset + p, row[p], debt_t, partial, s)
-                n_pending -= 1
-            elif pending[p] == 2.0:
-                # Below the call level: the call in progress is cured by the market.
-                call_start[p] = NO_STEP
-                topup_due[p] = NO_STEP
-                guard[p] = 1.0 if collateral_now[p] >= collateral0 else 0.0
-                n_pending -= 1
-            p += 1
+            if (pending[p] | pending[p + 1] | pending[p + 2] | pending[p + 3]
+                    | pending[p + 4] | pending[p + 5] | pending[p + 6] | pending[p + 7]) != 0:
+                for q in range(p, p + 8):
+                    if pending[q] == EVENT:
+                        _settle_path_step(loan, q, t, path_offset + q, row[q], debt_t, partial, s)
+                        n_pending -= 1
+                    elif pending[q] == CURED:
+                        # Below the call level: the call in progress is cured by the market.
+                        call_start[q] = NO_STEP
+                        topup_due[q] = NO_STEP
+                        guard[q] = 1.0 if collateral_now[q] >= collateral0 else 0.0
+                        n_pending -= 1
+            p += 8
 
     # 8. Horizon: open loans report their mark-to-market shortfall.
     final = prices + (loan.asset * (n_steps + 1) + n_steps) * n_paths
@@ -458,6 +464,7 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
 
     scratch = _args.allocate_scratch(n_slots, n_paths, n_steps, n_assets, record)
     cdef double[:, :, ::1] path_state = scratch.path_state
+    cdef i64[:, ::1] pending = scratch.pending
     cdef i8[:, ::1] had_call = scratch.had_call
     cdef i8[:, ::1] had_liquidation = scratch.had_liquidation
     cdef double[:, :, ::1] acc_money = scratch.acc_money
@@ -487,7 +494,7 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
             slots[slot].guard = &path_state[slot, _args.GUARD, 0]
             slots[slot].call_start = &path_state[slot, _args.CALL_START, 0]
             slots[slot].topup_due = &path_state[slot, _args.TOPUP_DUE, 0]
-            slots[slot].pending = &path_state[slot, _args.PENDING, 0]
+            slots[slot].pending = &pending[slot, 0]
             slots[slot].collateral_now = &path_state[slot, _args.COLLATERAL_NOW, 0]
             slots[slot].debt_now = &path_state[slot, _args.DEBT_NOW, 0]
             slots[slot].principal_now = &path_state[slot, _args.PRINCIPAL_NOW, 0]

@@ -38,7 +38,8 @@ _OPEN, _MODIFIED, _CLOSED, _NO_STEP = float(cfg.OPEN), float(cfg.MODIFIED), floa
 _LOSS, _FEES, _INTEREST, _PRINCIPAL = cfg.LOSS, cfg.FEES, cfg.INTEREST, cfg.PRINCIPAL
 _RESIDUAL, _PROCEEDS, _DEBT_CLOSED, _UNREALISED = cfg.RESIDUAL, cfg.PROCEEDS, cfg.DEBT_CLOSED, cfg.UNREALISED
 _CALLS, _LIQUIDATIONS, _FULL, _TOPUPS = cfg.CALLS, cfg.LIQUIDATIONS, cfg.FULL_LIQUIDATIONS, cfg.TOPUPS
-_STATUS, _GUARD, _CALL_START, _TOPUP_DUE, _PENDING = _args.STATUS, _args.GUARD, _args.CALL_START, _args.TOPUP_DUE, _args.PENDING
+_STATUS, _GUARD, _CALL_START, _TOPUP_DUE = _args.STATUS, _args.GUARD, _args.CALL_START, _args.TOPUP_DUE
+_EVENT, _CURED = 1, 2  # what pass C must do on a path
 _COLLATERAL_NOW, _DEBT_NOW, _PRINCIPAL_NOW, _LOSS_ON_PATH = _args.COLLATERAL_NOW, _args.DEBT_NOW, _args.PRINCIPAL_NOW, _args.LOSS_ON_PATH
 _LOAN_CHUNK = cfg.LOAN_CHUNK
 _MARGIN, _TINY, _HUGE = cfg.GUARD_MARGIN, cfg.GUARD_TINY, cfg.GUARD_HUGE
@@ -227,9 +228,9 @@ def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, status, call_st
                  topup_due, pending, collateral_now):
     """Pass B: the exact LTV of every path; mark what rules 4-7 must do there.
 
-    ``pending`` becomes 1 for an event (a new call, an expired cure period, a top-up
-    falling due, a liquidation, or a partially sold loan whose own debt accrues), 2
-    for a call cured by the market, 0 otherwise. Returns how many paths are marked
+    ``pending`` becomes _EVENT for an event (a new call, an expired cure period, a
+    top-up falling due, a liquidation, or a partially sold loan whose own debt
+    accrues), _CURED for a call cured by the market, 0 otherwise. Returns how many paths are marked
     and how many may still be in a call afterwards (events included): while that is
     non-zero the next step skips pass A.
     """
@@ -245,7 +246,7 @@ def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, status, call_st
             (ltv >= l) | (due == step)
             | (in_band & ((start < 0.0) | (step - start >= expire_after)))))
         cured = is_open & ~in_band & ~event & (start >= 0.0)
-        pending[p] = 1.0 if event else (2.0 if cured else 0.0)
+        pending[p] = _EVENT if event else (_CURED if cured else 0)
         n_marked += event | cured
         n_watched += event | (is_open & ~cured & (start >= 0.0))
     return n_marked, n_watched
@@ -253,7 +254,7 @@ def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, status, call_st
 
 @njit(inline="always", **_jit)
 def _evaluate_loan(i, prices, asset, collateral0, debt0, growth, m, l, tau, cure, fee,
-                   topup_prob, seed_key, path_offset, partial, state, had_call,
+                   topup_prob, seed_key, path_offset, partial, state, pending, had_call,
                    had_liquidation, acc_money, acc_counts, acc_sold, acc_step_sold,
                    acc_step_loss, record, loan_loss, loan_calls, loan_liquidated):
     """All steps of loan ``i`` on every path of the block; scratch left reset."""
@@ -263,7 +264,6 @@ def _evaluate_loan(i, prices, asset, collateral0, debt0, growth, m, l, tau, cure
     guard = state[_GUARD]
     call_start = state[_CALL_START]
     topup_due = state[_TOPUP_DUE]
-    pending = state[_PENDING]
     collateral_now = state[_COLLATERAL_NOW]
     call_collateral = collateral0 * m
     loan_key = _mix64(seed_key ^ _U(i))
@@ -288,23 +288,26 @@ def _evaluate_loan(i, prices, asset, collateral0, debt0, growth, m, l, tau, cure
         n_pending, watched = _mark_events(row, n_paths, np.float64(t), debt_t, m, l,
                                           expire_after, status, call_start, topup_due,
                                           pending, collateral_now)
-        # C. The spec's rules on the paths marked.
+        # C. The spec's rules on the paths marked, eight paths at a time.
         p = 0
         while n_pending > 0:
-            if pending[p] == 1.0:
-                _settle_path_step(p, t, path_offset + p, row[p], debt_t, debt0, growth,
-                                  collateral0, m, l, tau, cure, fee, topup_prob, loan_key,
-                                  asset, partial, state, had_call, had_liquidation,
-                                  acc_money, acc_counts, acc_sold, acc_step_sold,
-                                  acc_step_loss, record)
-                n_pending -= 1
-            elif pending[p] == 2.0:
-                # Below the call level: the call in progress is cured by the market.
-                call_start[p] = _NO_STEP
-                topup_due[p] = _NO_STEP
-                guard[p] = 1.0 if collateral_now[p] >= collateral0 else 0.0
-                n_pending -= 1
-            p += 1
+            if (pending[p] | pending[p + 1] | pending[p + 2] | pending[p + 3]
+                    | pending[p + 4] | pending[p + 5] | pending[p + 6] | pending[p + 7]) != 0:
+                for q in range(p, p + 8):
+                    if pending[q] == _EVENT:
+                        _settle_path_step(q, t, path_offset + q, row[q], debt_t, debt0, growth,
+                                          collateral0, m, l, tau, cure, fee, topup_prob,
+                                          loan_key, asset, partial, state, had_call,
+                                          had_liquidation, acc_money, acc_counts, acc_sold,
+                                          acc_step_sold, acc_step_loss, record)
+                        n_pending -= 1
+                    elif pending[q] == _CURED:
+                        # Below the call level: the call in progress is cured by the market.
+                        call_start[q] = _NO_STEP
+                        topup_due[q] = _NO_STEP
+                        guard[q] = 1.0 if collateral_now[q] >= collateral0 else 0.0
+                        n_pending -= 1
+            p += 8
 
     # 8. Horizon: open loans report their mark-to-market shortfall.
     final = prices[asset, n_steps]
@@ -342,7 +345,7 @@ def _evaluate_loan(i, prices, asset, collateral0, debt0, growth, m, l, tau, cure
 @njit(**_jit)
 def _evaluate_chunk(chunk, prices, asset_of, collateral_of, debt_of, growth_of, m_of, l_of,
                     tau_of, cure_of, fee_of, topup_of, seed_key, path_offset, partial,
-                    state, had_call, had_liquidation, acc_money, acc_counts, acc_sold,
+                    state, pending, had_call, had_liquidation, acc_money, acc_counts, acc_sold,
                     acc_step_sold, acc_step_loss, record, loan_loss, loan_calls,
                     loan_liquidated):
     """Every loan of one chunk, in loan order, into one thread slot's scratch."""
@@ -350,7 +353,7 @@ def _evaluate_chunk(chunk, prices, asset_of, collateral_of, debt_of, growth_of, 
     for i in range(chunk * _LOAN_CHUNK, stop):
         _evaluate_loan(i, prices, asset_of[i], collateral_of[i], debt_of[i], growth_of[i],
                        m_of[i], l_of[i], tau_of[i], cure_of[i], fee_of[i], topup_of[i],
-                       seed_key, path_offset, partial, state, had_call, had_liquidation,
+                       seed_key, path_offset, partial, state, pending, had_call, had_liquidation,
                        acc_money, acc_counts, acc_sold, acc_step_sold, acc_step_loss,
                        record, loan_loss, loan_calls, loan_liquidated)
 
@@ -358,7 +361,7 @@ def _evaluate_chunk(chunk, prices, asset_of, collateral_of, debt_of, growth_of, 
 @njit(parallel=True, **_jit)
 def _evaluate_chunks(prices, asset_of, collateral_of, debt_of, growth_of, m_of, l_of, tau_of,
                      cure_of, fee_of, topup_of, seed_key, path_offset, partial, n_slots,
-                     path_state, had_call, had_liquidation, acc_money, acc_counts, acc_sold,
+                     path_state, pending, had_call, had_liquidation, acc_money, acc_counts, acc_sold,
                      acc_step_sold, acc_step_loss, path_money, path_counts, path_sold,
                      step_sold, step_loss, loan_loss, loan_calls, loan_liquidated):
     n_loans = debt_of.shape[0]
@@ -376,7 +379,7 @@ def _evaluate_chunks(prices, asset_of, collateral_of, debt_of, growth_of, m_of, 
                 acc_step_loss[slot] = 0.0
             _evaluate_chunk(wave + slot, prices, asset_of, collateral_of, debt_of, growth_of,
                             m_of, l_of, tau_of, cure_of, fee_of, topup_of, seed_key,
-                            path_offset, partial, path_state[slot], had_call[slot],
+                            path_offset, partial, path_state[slot], pending[slot], had_call[slot],
                             had_liquidation[slot], acc_money[slot], acc_counts[slot],
                             acc_sold[slot], acc_step_sold[slot], acc_step_loss[slot], record,
                             loan_loss, loan_calls, loan_liquidated)
