@@ -45,6 +45,10 @@ _LOAN_CHUNK = cfg.LOAN_CHUNK
 _MARGIN, _TINY, _HUGE = cfg.GUARD_MARGIN, cfg.GUARD_TINY, cfg.GUARD_HUGE
 
 _jit = dict(cache=True, nogil=True, error_model="numpy", fastmath=False)
+# The per-path functions never allocate: compiled without numba's runtime (NRT) they
+# skip the atomic reference counting of every array argument, which otherwise costs
+# more than the work of a settled path.
+_jit_no_nrt = dict(_jit, _nrt=False)
 
 
 @njit(inline="always", **_jit)
@@ -79,7 +83,7 @@ def _guard_threshold(debt_t, collateral, call_collateral):
     return threshold * (1.0 + _MARGIN)
 
 
-@njit(inline="always", **_jit)
+@njit(inline="always", **_jit_no_nrt)
 def _reset_guard(p, state, collateral0):
     """Guard factor of a path: 1 = price test applies, 0 = always look, inf = closed."""
     status = state[_STATUS, p]
@@ -91,7 +95,7 @@ def _reset_guard(p, state, collateral0):
         state[_GUARD, p] = 1.0
 
 
-@njit(**_jit)
+@njit(**_jit_no_nrt)
 def _liquidate(p, t, price, debt, principal, q, tau, fee, asset, partial, state,
                had_liquidation, acc_money, acc_counts, acc_sold, acc_step_sold,
                acc_step_loss, record):
@@ -156,7 +160,7 @@ def _liquidate(p, t, price, debt, principal, q, tau, fee, asset, partial, state,
         acc_step_loss[t, p] += loss
 
 
-@njit(**_jit)
+@njit(**_jit_no_nrt)
 def _settle_path_step(p, t, path_index, price, debt_t, debt0, growth, collateral0, m, l,
                       tau, cure, fee, topup_prob, loan_key, asset, partial, state,
                       had_call, had_liquidation, acc_money, acc_counts, acc_sold,
@@ -212,7 +216,7 @@ def _settle_path_step(p, t, path_index, price, debt_t, debt0, growth, collateral
     _reset_guard(p, state, collateral0)
 
 
-@njit(**_jit)
+@njit(**_jit_no_nrt)
 def _count_near(row, guard, n_paths, threshold):
     """Pass A: how many paths are at or below the guard price (guard 0: always)."""
     near = 0
@@ -223,7 +227,7 @@ def _count_near(row, guard, n_paths, threshold):
 
 # Passes A and B stay functions of their own: inlined into the big loan loop, LLVM
 # (like gcc) no longer vectorises them.
-@njit(**_jit)
+@njit(**_jit_no_nrt)
 def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, status, call_start,
                  topup_due, pending, collateral_now):
     """Pass B: the exact LTV of every path; mark what rules 4-7 must do there.
@@ -252,7 +256,7 @@ def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, status, call_st
     return n_marked, n_watched
 
 
-@njit(inline="always", **_jit)
+@njit(inline="always", **_jit_no_nrt)
 def _evaluate_loan(i, prices, asset, collateral0, debt0, growth, m, l, tau, cure, fee,
                    topup_prob, seed_key, path_offset, partial, state, pending, had_call,
                    had_liquidation, acc_money, acc_counts, acc_sold, acc_step_sold,
@@ -342,7 +346,7 @@ def _evaluate_loan(i, prices, asset, collateral0, debt0, growth, m, l, tau, cure
     loan_liquidated[i] += n_liquidated
 
 
-@njit(**_jit)
+@njit(**_jit_no_nrt)
 def _evaluate_chunk(chunk, prices, asset_of, collateral_of, debt_of, growth_of, m_of, l_of,
                     tau_of, cure_of, fee_of, topup_of, seed_key, path_offset, partial,
                     state, pending, had_call, had_liquidation, acc_money, acc_counts, acc_sold,
