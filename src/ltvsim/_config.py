@@ -74,3 +74,10 @@ STREAM_CHUNK_BYTES = 32 << 20
 
 #: Largest number of jumps per step and source the jump models draw by inversion.
 MAX_JUMPS_PER_STEP = 200
+
+#: Paths per block of a batch run (``ltvsim.batch``): the unit that is generated,
+#: evaluated, checkpointed and (on a cluster) sent as one task. A whole number of
+#: RNG_PATH_BLOCK blocks. Per-path results do not depend on it; per-loan loss sums are
+#: added block by block, so a streamed run is bit-identical to another streamed run
+#: with the same block size (and equal to 1e-12 relative with any other).
+BATCH_BLOCK_PATHS = 1024

@@ -1,8 +1,11 @@
 """The ``ltvsim`` command: parse options, call the library, print a summary.
 
 Nothing here computes a risk figure: the book comes from :class:`ltvsim.LoanBook`, the
-paths from :func:`ltvsim.paths.gbm`, the run from :func:`ltvsim.simulate` and every
-number printed from :meth:`ltvsim.SimulationResult.summary`.
+paths from the market model (:class:`ltvsim.paths.GBMParams` by default), the run from
+:func:`ltvsim.batch.run_batch` (block by block, resumable with ``--out``, on a dask
+cluster with ``--scheduler``) and every number printed from
+:meth:`ltvsim.SimulationResult.summary`. Settings come from the built-in defaults, then
+a config file (:mod:`ltvsim.config`), then the command-line options.
 """
 import argparse
 import importlib.util
@@ -11,9 +14,8 @@ import sys
 import time
 
 from . import __version__, backends
-from .book import DEFAULT_PRICES, LoanBook
-from .paths import gbm
-from .simulate import LIQUIDATION_MODES, simulate
+from .book import DEFAULT_PRICES
+from .simulate import LIQUIDATION_MODES
 
 # The market of the built-in run. Illustrative round figures, not a calibration: BTC and
 # ETH near their late-2026 levels, annualised volatilities of the order both have shown
@@ -34,6 +36,37 @@ DEFAULT_RUN = {"loans": 1_000_000, "paths": 1_000, "steps": 30, "seed": 0}
 #: Level of the VaR and ES shown.
 LEVEL = 0.99
 
+#: Run settings when neither a config file nor an option sets them (``[run]`` keys).
+RUN_DEFAULTS = {
+    "dt": DEFAULT_MARKET["dt"],
+    "block_paths": None,  # ltvsim._config.BATCH_BLOCK_PATHS
+    "liquidation": "full",
+    "backend": "auto",
+    "threads": None,
+    "record_steps": False,
+    "antithetic": False,
+    "out": None,
+    "keep_blocks": False,
+    "scheduler": None,
+}
+
+#: Command-line option -> (config table, key) it overrides.
+OVERRIDES = {
+    "paths": ("run", "paths"),
+    "steps": ("run", "steps"),
+    "seed": ("run", "seed"),
+    "backend": ("run", "backend"),
+    "threads": ("run", "threads"),
+    "liquidation": ("run", "liquidation"),
+    "out": ("run", "out"),
+    "block_paths": ("run", "block_paths"),
+    "keep_blocks": ("run", "keep_blocks"),
+    "scheduler": ("run", "scheduler"),
+    "record_steps": ("run", "record_steps"),
+    "loans": ("book", "loans"),
+    "quiet": ("report", "quiet"),
+}
+
 
 def build_parser():
     """The argument parser of ``ltvsim`` (``run`` is its one subcommand)."""
@@ -45,7 +78,7 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = commands.add_parser(
         "run",
-        help="simulate a loan book on correlated GBM paths of BTC and ETH",
+        help="simulate a loan book on correlated GBM paths of BTC and ETH (or as a config file says)",
         description=(
             "Simulate a loan book on correlated-GBM price paths of BTC and ETH "
             f"(s0 {DEFAULT_MARKET['s0'][0]:,.0f} / {DEFAULT_MARKET['s0'][1]:,.0f} USD, "
@@ -53,30 +86,45 @@ def build_parser():
             f"correlation {DEFAULT_MARKET['corr']}, daily steps) and print the loss "
             "distribution and event counts. With no option: a synthetic book of "
             f"{DEFAULT_RUN['loans']:,} loans, {DEFAULT_RUN['paths']:,} paths, "
-            f"{DEFAULT_RUN['steps']} steps."
+            f"{DEFAULT_RUN['steps']} steps. A CONFIG.toml file (see examples/batch.toml) sets "
+            "the book, the market model and the run; options given here override it. Paths "
+            "are generated and evaluated in blocks; with --out an interrupted run resumes "
+            "where it stopped when the same command is run again."
         ),
     )
-    run.add_argument("--loans", type=int, default=DEFAULT_RUN["loans"],
-                     help="loans in the synthetic book (default %(default)s; ignored with --book)")
-    run.add_argument("--paths", type=int, default=DEFAULT_RUN["paths"],
-                     help="Monte Carlo price paths (default %(default)s)")
-    run.add_argument("--steps", type=int, default=DEFAULT_RUN["steps"],
-                     help="daily steps after step 0 (default %(default)s)")
-    run.add_argument("--seed", type=int, default=DEFAULT_RUN["seed"],
-                     help="seed of the synthetic book, the paths and the top-up draws (default %(default)s)")
-    run.add_argument("--backend", choices=("auto", *backends.NAMES), default="auto",
-                     help="kernel to run (default %(default)s: the fastest available); all give the same result")
+    run.add_argument("config", nargs="?", metavar="CONFIG.toml", default=None,
+                     help="run configuration file (TOML); command-line options override it")
+    # Defaults are None so that only options actually given override a config file;
+    # the built-in values are in DEFAULT_RUN and RUN_DEFAULTS.
+    run.add_argument("--loans", type=int, default=None,
+                     help=f"loans in the synthetic book (default {DEFAULT_RUN['loans']}; ignored with --book)")
+    run.add_argument("--paths", type=int, default=None,
+                     help=f"Monte Carlo price paths (default {DEFAULT_RUN['paths']})")
+    run.add_argument("--steps", type=int, default=None,
+                     help=f"daily steps after step 0 (default {DEFAULT_RUN['steps']})")
+    run.add_argument("--seed", type=int, default=None,
+                     help=f"seed of the synthetic book, the paths and the top-up draws (default {DEFAULT_RUN['seed']})")
+    run.add_argument("--backend", choices=("auto", *backends.NAMES), default=None,
+                     help="kernel to run (default auto: the fastest available); all give the same result")
     run.add_argument("--threads", type=int, default=None,
                      help="threads of the compiled backends (default: OMP_NUM_THREADS or every usable core)")
-    run.add_argument("--liquidation", choices=LIQUIDATION_MODES, default="full",
-                     help="sell all collateral, or just enough to restore the target LTV (default %(default)s)")
+    run.add_argument("--liquidation", choices=LIQUIDATION_MODES, default=None,
+                     help="sell all collateral, or just enough to restore the target LTV (default full)")
     run.add_argument("--book", metavar="FILE", default=None,
                      help="read the loan book from a .csv or .parquet file instead of building a synthetic one")
     run.add_argument("--out", metavar="DIR", default=None,
-                     help="write paths.parquet, loans.parquet and summary.json (and steps.parquet) into DIR")
-    run.add_argument("--record-steps", action="store_true",
+                     help="write paths.parquet, loans.parquet and summary.json (and steps.parquet) into DIR, "
+                          "checkpointing each block there: the same command resumes an interrupted run")
+    run.add_argument("--block-paths", type=int, default=None, metavar="N",
+                     help="paths per block, the unit checkpointed and sent to a worker (default 1024)")
+    run.add_argument("--keep-blocks", action="store_true", default=None,
+                     help="keep the checkpoint (manifest.json, blocks/) in --out after the result is written")
+    run.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                     help="run the blocks on the dask.distributed cluster at ADDRESS (e.g. tcp://10.0.0.5:8786); "
+                          "needs pip install 'ltvsim[dask]'")
+    run.add_argument("--record-steps", action="store_true", default=None,
                      help="also keep collateral sold and loss per path and step (written by --out)")
-    run.add_argument("--quiet", action="store_true",
+    run.add_argument("--quiet", action="store_true", default=None,
                      help="print the summary only: no progress messages or progress bar")
     return parser
 
@@ -98,82 +146,114 @@ def main(argv=None):
         parser.exit(130, "ltvsim: interrupted\n")
 
 
-def _run(args):
-    say = _status(args.quiet)
-    began = time.perf_counter()
-    market = DEFAULT_MARKET
-    prices_0 = dict(zip(market["assets"], market["s0"]))
+def default_model():
+    """The built-in market (:data:`DEFAULT_MARKET`) as a :class:`ltvsim.paths.GBMParams`."""
+    from .paths import GBMParams
 
-    if args.out is not None and importlib.util.find_spec("pyarrow") is None:
+    m = DEFAULT_MARKET
+    return GBMParams(assets=m["assets"], s0=m["s0"], mu=m["mu"], sigma=m["sigma"],
+                     corr=[[1.0, m["corr"]], [m["corr"], 1.0]])
+
+
+def settings(args):
+    """Built-in defaults, then the config file (if any), then the options given.
+
+    Returns ``(run, book, market, report)`` dicts (``[run]``, ``[book]``, ``[market]``,
+    ``[report]`` keys of :mod:`ltvsim.config`).
+    """
+    from .config import load_config
+
+    config = load_config(args.config) if args.config is not None else {}
+    run = {**RUN_DEFAULTS, "paths": DEFAULT_RUN["paths"], "steps": DEFAULT_RUN["steps"],
+           "seed": DEFAULT_RUN["seed"], **config.get("run", {})}
+    book = {"loans": DEFAULT_RUN["loans"], **config.get("book", {})}
+    report = {"level": LEVEL, "quiet": False, **config.get("report", {})}
+    tables = {"run": run, "book": book, "report": report}
+    for option, (table, key) in OVERRIDES.items():
+        value = getattr(args, option)
+        if value is not None:
+            tables[table][key] = value
+    if args.book is not None:  # a book file on the command line replaces the config's book
+        book.clear()
+        book["file"] = args.book
+    return run, book, config.get("market", {}), report
+
+
+def _run(args):
+    from .batch import run_batch
+    from .config import build_book, build_model
+
+    run, book_table, market, report = settings(args)
+    say = _status(report["quiet"])
+    began = time.perf_counter()
+    out = run["out"]
+
+    if out is not None and importlib.util.find_spec("pyarrow") is None:
         # Refuse before a long run, not after it.
         raise ImportError("--out writes Parquet and needs pyarrow: pip install 'ltvsim[parquet]'")
-    if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise FileExistsError(f"--out {args.out}: exists and is not a directory")
+    if out is not None and os.path.exists(out) and not os.path.isdir(out):
+        raise FileExistsError(f"--out {out}: exists and is not a directory")
+    config_name = f"{args.config} " if args.config is not None else ""
+    model = build_model(market, default_model(), source=f"{config_name}[market]")
 
     tick = time.perf_counter()
-    if args.book is not None:
-        if not os.path.isfile(args.book):
-            reason = "not a file" if os.path.exists(args.book) else "no such file"
-            raise FileNotFoundError(f"--book {args.book}: {reason}")
-        say(f"reading the loan book from {args.book}")
-        book = LoanBook.from_file(args.book, asset_names=market["assets"])
-        source = os.path.abspath(args.book)
+    if "file" in book_table:
+        say(f"reading the loan book from {book_table['file']}")
     else:
-        say(f"building a synthetic book of {args.loans:,} loans")
-        book = LoanBook.synthetic(args.loans, seed=args.seed, prices=prices_0)
-        source = f"LoanBook.synthetic({args.loans}, seed={args.seed})"
+        say(f"building a synthetic book of {book_table['loans']:,} loans")
+    source = "--book" if args.book is not None else f"{config_name}[book] file ="
+    book, book_source = build_book(book_table, model, run["seed"], source=source)
     book_seconds = time.perf_counter() - tick
 
-    tick = time.perf_counter()
-    say(f"generating {args.paths:,} GBM paths of {args.steps} daily steps")
-    paths = gbm(
-        market["s0"],
-        market["mu"],
-        market["sigma"],
-        corr=[[1.0, market["corr"]], [market["corr"], 1.0]],
-        n_paths=args.paths,
-        n_steps=args.steps,
-        dt=market["dt"],
-        seed=args.seed,
-        assets=market["assets"],
-        n_threads=args.threads,
-    )
-    paths_seconds = time.perf_counter() - tick
-
-    say(f"simulating {len(book):,} loans x {paths.n_paths:,} paths x {paths.n_steps} steps")
-    result = simulate(
-        book,
-        paths,
-        backend=args.backend,
-        liquidation=args.liquidation,
-        seed=args.seed,
-        n_threads=args.threads,
-        record_steps=args.record_steps,
-        progress=not args.quiet,
-    )
+    client = None
+    if run["scheduler"] is not None:
+        try:
+            from distributed import Client
+        except ImportError as exc:
+            raise ImportError("--scheduler needs dask.distributed: pip install 'ltvsim[dask]'") from exc
+        say(f"connecting to the dask scheduler at {run['scheduler']}")
+        client = Client(run["scheduler"], timeout="30s")
+    say(f"simulating {len(book):,} loans x {run['paths']:,} {model.model} paths x {run['steps']} steps"
+        + (f", checkpointed in {out}" if out is not None else ""))
+    run_info = {"book": book_source, "market": model.to_dict()}
+    if args.config is not None:
+        run_info["config"] = os.path.abspath(args.config)
+    try:
+        result = run_batch(
+            book, model, n_paths=run["paths"], n_steps=run["steps"], dt=run["dt"], seed=run["seed"],
+            block_paths=run["block_paths"], liquidation=run["liquidation"], backend=run["backend"],
+            n_threads=run["threads"], record_steps=run["record_steps"], antithetic=run["antithetic"],
+            out_dir=out, keep_blocks=run["keep_blocks"], progress=not report["quiet"], client=client,
+            run_info=run_info,
+        )
+    finally:
+        if client is not None:
+            client.close()
     total_seconds = time.perf_counter() - began
-    result.meta["run"] = {
-        "book": source,
-        "market": {"model": "gbm", **{k: list(v) if isinstance(v, tuple) else v for k, v in market.items()}},
-    }
-    summary = result.summary(LEVEL)
-
-    print(format_summary(summary, result, book_seconds, paths_seconds, total_seconds))
-    if args.out is not None:
-        written = result.save(args.out)
-        print(f"results written to {os.path.abspath(args.out)}: {', '.join(written)}")
+    batch = result.meta.get("batch", {})
+    if batch.get("reloaded"):
+        say(f"{out} holds the finished result of this very run: shown without recomputing")
+    elif batch.get("blocks_resumed"):
+        say(f"resumed: {len(batch['blocks_resumed'])} of {batch['n_blocks']} blocks were already done in {out}")
+    summary = result.summary(report["level"])
+    paths_seconds = batch.get("paths_seconds", float("nan"))
+    print(format_summary(summary, result, book_seconds, paths_seconds, total_seconds, level=report["level"]))
+    if out is not None:
+        written = [name for name in ("paths.parquet", "loans.parquet", "steps.parquet", "summary.json")
+                   if os.path.exists(os.path.join(out, name))]
+        print(f"results written to {os.path.abspath(out)}: {', '.join(written)}")
     return 0
 
 
-def format_summary(summary, result, book_seconds, paths_seconds, total_seconds):
-    """The text ``ltvsim run`` prints, from a :meth:`SimulationResult.summary` dict."""
+def format_summary(summary, result, book_seconds, paths_seconds, total_seconds, level=LEVEL):
+    """The text ``ltvsim run`` prints, from a :meth:`SimulationResult.summary` dict at ``level``."""
     s = summary
-    level = f"{round(LEVEL * 100, 4):g}"
+    level = f"{round(level * 100, 4):g}"
     el = (s["expected_loss"], s["expected_loss_stderr"])
     var = (s[f"var_{level}"], s[f"var_{level}_stderr"])
     es = (s[f"es_{level}"], s[f"es_{level}_stderr"])
     sold = "  ".join(f"{asset} {units:,.4f}" for asset, units in s["mean_collateral_sold"].items())
-    threads = "1 thread" if s["n_threads"] == 1 else f"{s['n_threads']} threads"
+    threads = {1: "1 thread", None: "threads of each worker"}.get(s["n_threads"], f"{s['n_threads']} threads")
     lines = [
         f"ltvsim {__version__}: {s['n_loans']:,} loans x {s['n_paths']:,} paths x {s['n_steps']} steps "
         f"(dt = {s['dt']:.6g} years), assets {', '.join(s['assets'])}",
