@@ -36,6 +36,23 @@ class GBMParams(PathModel):
         run_kernel(_gbm_kernel, n_threads, out, key, path0, antithetic, *prepared)
 
 
+@njit(inline="always", **_jit)
+def diffuse(state, sign, drift, scale, z, x):
+    """One step of correlated Brownian log-returns: ``x += drift + scale @ (sign * Z)``.
+
+    Draws the step's normals from the path's stream into ``z`` (scratch). Shared by
+    the models built on GBM, so they consume their streams in the same order.
+    """
+    n_assets = x.shape[0]
+    for a in range(n_assets):
+        z[a] = sign * normal(state)
+    for a in range(n_assets):
+        inc = drift[a]
+        for b in range(n_assets):
+            inc += scale[a, b] * z[b]
+        x[a] += inc
+
+
 @njit(parallel=True, **_jit)
 def _gbm_kernel(out, key, path0, antithetic, log_s0, drift, scale):
     """Fill ``out[i]`` (OUT) with path ``path0 + i``: one stream per path, steps in order."""
@@ -48,13 +65,8 @@ def _gbm_kernel(out, key, path0, antithetic, log_s0, drift, scale):
         for a in range(n_assets):
             out[i, 0, a] = math.exp(x[a])
         for t in range(1, n_steps_1):
+            diffuse(state, sign, drift, scale, z, x)
             for a in range(n_assets):
-                z[a] = sign * normal(state)
-            for a in range(n_assets):
-                inc = drift[a]
-                for b in range(n_assets):
-                    inc += scale[a, b] * z[b]
-                x[a] += inc
                 out[i, t, a] = math.exp(x[a])
 
 

@@ -19,7 +19,7 @@ from numba import njit, prange
 
 from ._driver import PathModel, run_kernel
 from ._streams import normal, poisson_inverse, seed_path, uniform
-from .gbm import cholesky_of_correlation
+from .gbm import cholesky_of_correlation, diffuse
 from .params import Field
 
 _jit = dict(cache=True, nogil=True, error_model="numpy", fastmath=False)
@@ -77,13 +77,7 @@ def _merton_kernel(out, key, path0, antithetic, log_s0, drift, scale,
         for a in range(n_assets):
             out[i, 0, a] = math.exp(x[a])
         for t in range(1, n_steps_1):
-            for a in range(n_assets):
-                z[a] = sign * normal(state)
-            for a in range(n_assets):
-                inc = drift[a]
-                for b in range(n_assets):
-                    inc += scale[a, b] * z[b]
-                x[a] += inc
+            diffuse(state, sign, drift, scale, z, x)
             u = uniform(state)
             if u >= common_p0:
                 k = poisson_inverse(u, common_lam, common_p0)
