@@ -8,7 +8,7 @@ MONEY_ARRAYS = tuple(f"path_{name}" for name in _config.MONEY_FIELDS)
 COUNT_ARRAYS = tuple(f"path_{name}" for name in _config.COUNT_FIELDS)
 LOAN_COUNT_ARRAYS = ("loan_margin_calls", "loan_liquidated")
 FLOAT_ARRAYS = MONEY_ARRAYS + ("path_collateral_sold", "loan_loss")
-STEP_ARRAYS = ("step_collateral_sold", "step_loss")
+STEP_ARRAYS = ("step_collateral_sold", "step_loss", "step_fees", "step_open_debt", "step_collateral_value")
 
 #: Terms of the hand-computed loan: 1 unit of collateral, 50 of debt, so LTV = 50 / S;
 #: call at 0.7 (S < 71.43), liquidation at 0.8 (S <= 62.5), target 0.5 (S = 100).

@@ -56,6 +56,9 @@ def simulate_naive(book, paths, liquidation="full", seed=0):
     sold = [[0.0] * n_assets for _ in range(n_paths)]
     step_sold = [[[0.0] * n_assets for _ in range(n_steps + 1)] for _ in range(n_paths)]
     step_loss = [[0.0] * (n_steps + 1) for _ in range(n_paths)]
+    step_fees = [[0.0] * (n_steps + 1) for _ in range(n_paths)]
+    step_open_debt = [[0.0] * (n_steps + 1) for _ in range(n_paths)]
+    step_collateral_value = [[0.0] * (n_steps + 1) for _ in range(n_paths)]
     loan_loss = [0.0] * n_loans
     loan_calls = [0] * n_loans
     loan_liquidated = [0] * n_loans
@@ -85,10 +88,14 @@ def simulate_naive(book, paths, liquidation="full", seed=0):
             for name in COUNTS:
                 counts[name][p] += events["counts"][name]
             a = terms[i]["asset"]
-            for t, quantity, loss in events["sales"]:
+            for t, quantity, loss, fee_paid in events["sales"]:
                 sold[p][a] += quantity
                 step_sold[p][t][a] += quantity
                 step_loss[p][t] += loss
+                step_fees[p][t] += fee_paid
+            for t, open_debt, collateral_value in events["exposure"]:
+                step_open_debt[p][t] += open_debt
+                step_collateral_value[p][t] += collateral_value
             loan_loss[i] += events["money"]["loss"]
             loan_calls[i] += events["counts"]["margin_calls"] > 0
             loan_liquidated[i] += events["counts"]["liquidations"] > 0
@@ -103,6 +110,9 @@ def simulate_naive(book, paths, liquidation="full", seed=0):
     out["loan_liquidated"] = np.array(loan_liquidated, dtype=np.int64)
     out["step_collateral_sold"] = np.array(step_sold, dtype=np.float64).reshape(n_paths, n_steps + 1, n_assets)
     out["step_loss"] = np.array(step_loss, dtype=np.float64).reshape(n_paths, n_steps + 1)
+    out["step_fees"] = np.array(step_fees, dtype=np.float64).reshape(n_paths, n_steps + 1)
+    out["step_open_debt"] = np.array(step_open_debt, dtype=np.float64).reshape(n_paths, n_steps + 1)
+    out["step_collateral_value"] = np.array(step_collateral_value, dtype=np.float64).reshape(n_paths, n_steps + 1)
     out["loan_first_liquidation"] = np.array(first_liquidation, dtype=np.int64).reshape(n_loans, n_paths)
     return out
 
@@ -111,7 +121,8 @@ def _one_loan_one_path(k, loan_row, path_index, path_prices, n_steps, partial, s
     """The life of one loan on one path. Returns its money, counts and sales."""
     money = dict.fromkeys(MONEY, 0.0)
     counts = dict.fromkeys(COUNTS, 0)
-    sales = []  # (step, quantity sold, realised loss)
+    sales = []  # (step, quantity sold, realised loss, fee paid)
+    exposure = []  # (step, debt, collateral value) at the end of each step the loan is open
 
     a, m, l, tau, c, f = k["asset"], k["m"], k["l"], k["tau"], k["c"], k["f"]
     q = k["q"]
@@ -122,6 +133,9 @@ def _one_loan_one_path(k, loan_row, path_index, path_prices, n_steps, partial, s
     is_open = True
 
     for t in range(n_steps + 1):
+        if t >= 1:
+            # The loan was open at the end of step t - 1: record its exposure there.
+            exposure.append((t - 1, debt, q * path_prices[t - 1][a]))
         # 1. Accrue: one multiply per step, from step 1 on.
         if t >= 1:
             debt = debt * k["g"]
@@ -189,7 +203,7 @@ def _one_loan_one_path(k, loan_row, path_index, path_prices, n_steps, partial, s
                     money["principal_recovered"] += principal_paid
                     money["proceeds"] += proceeds
                     money["debt_closed"] += repaid
-                    sales.append((t, dq, 0.0))
+                    sales.append((t, dq, 0.0, fee_paid))
                     continue  # the loan stays open, out of its call
 
         # Full liquidation: the waterfall fee -> interest -> principal -> residual.
@@ -210,7 +224,7 @@ def _one_loan_one_path(k, loan_row, path_index, path_prices, n_steps, partial, s
         money["debt_closed"] += interest + principal
         money["loss"] += loss
         counts["full_liquidations"] += 1
-        sales.append((t, q, loss))
+        sales.append((t, q, loss, fee_paid))
         is_open = False
         break
 
@@ -218,4 +232,5 @@ def _one_loan_one_path(k, loan_row, path_index, path_prices, n_steps, partial, s
     if is_open:
         shortfall = debt - q * path_prices[n_steps][a]
         money["unrealised"] += shortfall if shortfall > 0.0 else 0.0
-    return {"money": money, "counts": counts, "sales": sales}
+        exposure.append((n_steps, debt, q * path_prices[n_steps][a]))
+    return {"money": money, "counts": counts, "sales": sales, "exposure": exposure}

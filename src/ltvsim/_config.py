@@ -60,6 +60,11 @@ COUNT_FIELDS = ("margin_calls", "liquidations", "full_liquidations", "topups")
 CALLS, LIQUIDATIONS, FULL_LIQUIDATIONS, TOPUPS = range(4)
 N_COUNTS = len(COUNT_FIELDS)
 
+# Per-step money accumulators (with record_steps), stacked in the kernels' scratch.
+STEP_MONEY_FIELDS = ("loss", "fees", "open_debt", "collateral_value")
+STEP_LOSS, STEP_FEES, STEP_OPEN_DEBT, STEP_COLLATERAL_VALUE = range(4)
+N_STEP_MONEY = len(STEP_MONEY_FIELDS)
+
 # State of one loan on one path inside the compiled kernels (stored as float64 so that
 # every array of the vectorised pass has the same lane width).
 OPEN = 0  # debt is the loan's shared schedule D0 * g**t, principal D0

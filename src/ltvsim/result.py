@@ -12,7 +12,14 @@ PATH_ARRAYS = tuple(f"path_{name}" for name in _config.MONEY_FIELDS + _config.CO
     "path_collateral_sold",
 )
 LOAN_ARRAYS = ("loan_loss", "loan_margin_calls", "loan_liquidated")
-STEP_ARRAYS = ("step_collateral_sold", "step_loss")
+STEP_ARRAYS = ("step_collateral_sold", "step_loss", "step_fees", "step_open_debt", "step_collateral_value")
+#: Per-step money arrays [n_paths, n_steps + 1] and their column in ``steps.parquet``.
+STEP_MONEY_COLUMNS = {
+    "step_loss": "loss",
+    "step_fees": "fees",
+    "step_open_debt": "open_debt",
+    "step_collateral_value": "collateral_value",
+}
 
 
 class SimulationResult:
@@ -37,6 +44,12 @@ class SimulationResult:
         Realised loss of the loan summed over paths.
     step_collateral_sold : ndarray [n_paths, n_steps + 1, n_assets], only with ``record_steps``
     step_loss : ndarray [n_paths, n_steps + 1], only with ``record_steps``
+        Realised loss at each step.
+    step_fees : ndarray [n_paths, n_steps + 1], only with ``record_steps``
+        Liquidation fees earned at each step.
+    step_open_debt, step_collateral_value : ndarray [n_paths, n_steps + 1], only with ``record_steps``
+        Debt, and collateral at that step's price, of the loans still open after the
+        step: the book's aggregate LTV is ``step_open_debt / step_collateral_value``.
     meta : dict
         Sizes, asset names, backend, liquidation mode, seed, threads, elapsed seconds.
     """
@@ -186,8 +199,10 @@ class SimulationResult:
             table = {
                 "path": np.repeat(np.arange(n_paths), n_steps_1),
                 "step": np.tile(np.arange(n_steps_1), n_paths),
-                "loss": self.step_loss.ravel(),
             }
+            for name, column in STEP_MONEY_COLUMNS.items():
+                if name in self._arrays:
+                    table[column] = self._arrays[name].ravel()
             for k, asset in enumerate(self.assets):
                 table[f"collateral_sold_{asset}"] = self.step_collateral_sold[:, :, k].ravel()
             written["steps.parquet"] = os.path.join(directory, "steps.parquet")
@@ -218,7 +233,9 @@ class SimulationResult:
         if os.path.exists(steps_file):
             steps = pq.read_table(steps_file)
             shape = (meta["n_paths"], meta["n_steps"] + 1)
-            arrays["step_loss"] = steps.column("loss").to_numpy().reshape(shape)
+            for name, column in STEP_MONEY_COLUMNS.items():
+                if column in steps.column_names:
+                    arrays[name] = steps.column(column).to_numpy().reshape(shape)
             arrays["step_collateral_sold"] = np.stack(
                 [steps.column(f"collateral_sold_{a}").to_numpy().reshape(shape) for a in meta["assets"]], axis=-1
             )

@@ -44,7 +44,9 @@ def simulate(
         Threads for the compiled backends; default ``OMP_NUM_THREADS`` or all usable
         cores. Results do not depend on it.
     record_steps : bool
-        Also keep collateral sold and realised loss per path and step.
+        Also keep, per path and step: collateral sold, realised loss, liquidation fees,
+        and the debt and collateral value of the loans still open after the step (the
+        book's aggregate LTV is their ratio).
     path_block : int, optional
         Paths per kernel call (default: sized to stay in cache). Results do not depend
         on it.
@@ -92,6 +94,9 @@ def simulate(
     path_sold = np.empty((n_assets, n_paths))
     step_sold = np.empty((n_paths, n_steps + 1, n_assets)) if record_steps else None
     step_loss = np.empty((n_paths, n_steps + 1)) if record_steps else None
+    step_fees = np.empty((n_paths, n_steps + 1)) if record_steps else None
+    step_open_debt = np.empty((n_paths, n_steps + 1)) if record_steps else None
+    step_collateral_value = np.empty((n_paths, n_steps + 1)) if record_steps else None
 
     starts = range(0, n_paths, path_block)
     bar = _progress_bar(len(starts), n_loans * n_steps, progress)
@@ -110,6 +115,9 @@ def simulate(
             if record_steps:
                 step_sold[start:stop] = out.step_sold.transpose(2, 0, 1)
                 step_loss[start:stop] = out.step_loss.T
+                step_fees[start:stop] = out.step_fees.T
+                step_open_debt[start:stop] = out.step_open_debt.T
+                step_collateral_value[start:stop] = out.step_collateral_value.T
             if bar is not None:
                 bar.update(1)
     finally:
@@ -124,6 +132,9 @@ def simulate(
     if record_steps:
         arrays["step_collateral_sold"] = step_sold
         arrays["step_loss"] = step_loss
+        arrays["step_fees"] = step_fees
+        arrays["step_open_debt"] = step_open_debt
+        arrays["step_collateral_value"] = step_collateral_value
     meta = {
         "n_loans": n_loans,
         "n_paths": n_paths,

@@ -34,6 +34,9 @@ class KernelOutputs(NamedTuple):
     path_sold: np.ndarray  # [n_assets, n_paths] float64
     step_sold: np.ndarray  # [n_steps + 1, n_assets, n_paths] or empty [0, 0, 0]
     step_loss: np.ndarray  # [n_steps + 1, n_paths] or empty [0, 0]
+    step_fees: np.ndarray  # [n_steps + 1, n_paths] or empty: liquidation fees earned
+    step_open_debt: np.ndarray  # [n_steps + 1, n_paths] or empty: debt of loans open after the step
+    step_collateral_value: np.ndarray  # [n_steps + 1, n_paths] or empty: their collateral x price
     loan_loss: np.ndarray  # [n_loans] float64
     loan_calls: np.ndarray  # [n_loans] int64
     loan_liquidated: np.ndarray  # [n_loans] int64
@@ -48,6 +51,9 @@ def new_block_outputs(n_paths, n_steps, n_assets, record_steps, loan_outputs):
         path_sold=np.zeros((n_assets, n_paths)),
         step_sold=np.zeros((steps, n_assets if record_steps else 0, n_paths if record_steps else 0)),
         step_loss=np.zeros((steps, n_paths if record_steps else 0)),
+        step_fees=np.zeros((steps, n_paths if record_steps else 0)),
+        step_open_debt=np.zeros((steps, n_paths if record_steps else 0)),
+        step_collateral_value=np.zeros((steps, n_paths if record_steps else 0)),
         loan_loss=loan_outputs[0],
         loan_calls=loan_outputs[1],
         loan_liquidated=loan_outputs[2],
@@ -70,7 +76,7 @@ class Scratch(NamedTuple):
     acc_counts: np.ndarray  # [slots, N_COUNTS, width] int64
     acc_sold: np.ndarray  # [slots, n_assets, width]
     acc_step_sold: np.ndarray  # [slots, steps, n_assets, width] (steps = 0 when not recording)
-    acc_step_loss: np.ndarray  # [slots, steps, width]
+    acc_step_money: np.ndarray  # [slots, N_STEP_MONEY, steps, width]: loss, fees, open debt, value
 
 
 #: Rows of ``Scratch.path_state`` and the value each holds between loans.
@@ -106,5 +112,5 @@ def allocate_scratch(n_slots, n_paths, n_steps, n_assets, record_steps):
         acc_counts=np.zeros((n_slots, _config.N_COUNTS, width), dtype=np.int64),
         acc_sold=np.zeros((n_slots, n_assets, width)),
         acc_step_sold=np.zeros((n_slots, steps, n_assets if steps else 0, width if steps else 0)),
-        acc_step_loss=np.zeros((n_slots, steps, width if steps else 0)),
+        acc_step_money=np.zeros((n_slots, _config.N_STEP_MONEY, steps, width if steps else 0)),
     )

@@ -101,7 +101,10 @@ cdef struct PathScratch:
     i64* acc_counts         # [N_COUNTS][width]
     double* acc_sold        # [n_assets][width]
     double* acc_step_sold   # [steps][n_assets][width]
-    double* acc_step_loss   # [steps][width]
+    double* acc_step_loss   # [steps][width] (rows of one [N_STEP_MONEY][steps][width] block)
+    double* acc_step_fees
+    double* acc_step_open_debt
+    double* acc_step_collateral_value
 
 
 cdef inline u64 _mix64(u64 x) noexcept nogil:
@@ -175,6 +178,7 @@ cdef void _liquidate(Py_ssize_t p, i64 t, double price, double debt, double prin
                 s.acc_sold[loan.asset * w + p] += sold
                 if s.record:
                     s.acc_step_sold[(t * s.n_assets + loan.asset) * w + p] += sold
+                    s.acc_step_fees[t * w + p] += fee_paid
                 return
 
     # Full liquidation: the waterfall.
@@ -201,6 +205,7 @@ cdef void _liquidate(Py_ssize_t p, i64 t, double price, double debt, double prin
     if s.record:
         s.acc_step_sold[(t * s.n_assets + loan.asset) * w + p] += q
         s.acc_step_loss[t * w + p] += loss
+        s.acc_step_fees[t * w + p] += fee_paid
 
 
 cdef void _settle_path_step(const LoanTerms* loan, Py_ssize_t p, i64 t, i64 path_index,
@@ -300,6 +305,21 @@ cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
     return n_marked
 
 
+cdef void _record_exposure(const_double_ptr row, Py_ssize_t n_paths, double debt_t,
+                           const_double_ptr status, const_double_ptr debt_now,
+                           const_double_ptr collateral_now, double_ptr open_debt,
+                           double_ptr collateral_value) noexcept nogil:
+    """Pass D (record_steps only): add each open path's debt and collateral value."""
+    cdef Py_ssize_t p
+    cdef i64 is_open
+    cdef double debt
+    for p in range(n_paths):
+        is_open = status[p] != CLOSED
+        debt = debt_now[p] if status[p] == MODIFIED else debt_t
+        open_debt[p] += debt if is_open else 0.0
+        collateral_value[p] += collateral_now[p] * row[p] if is_open else 0.0
+
+
 cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, Py_ssize_t n_steps,
                          Py_ssize_t n_paths, i64 path_offset, bint partial, PathScratch* s,
                          double* loan_loss, i64* loan_calls, i64* loan_liquidated) noexcept nogil:
@@ -328,6 +348,7 @@ cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, Py_ssize_t
     cdef double* unrealised = s.acc_money + UNREALISED * s.width
     cdef Py_ssize_t t, p, q
     cdef i64 n_pending, watched = 0
+    cdef bint near
     cdef i64 n_called, n_liquidated
     for p in range(n_paths):
         collateral_now[p] = collateral0
@@ -335,32 +356,38 @@ cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, Py_ssize_t
         if t >= 1:
             debt_t = debt_t * loan.growth
         row = prices + (loan.asset * (n_steps + 1) + t) * n_paths
-        if watched == 0:
+        near = watched != 0
+        if not near:
             # A. Is any path near its call level (or closed with an infinite threshold)?
             threshold = _guard_threshold(debt_t, collateral0, call_collateral) if guard_usable else INF
-            if _count_near(row, guard, n_paths, threshold) == 0:
-                continue
-        touched = True
-        # B. Exact LTV everywhere; events and market cures marked pending.
-        n_pending = _mark_events(row, n_paths, <double>t, debt_t, m, l, can_expire,
-                                 cure_steps, status, call_start, topup_due, pending,
-                                 collateral_now, &watched)
-        # C. The spec's rules on the paths marked, eight paths at a time.
-        p = 0
-        while n_pending > 0:
-            if (pending[p] | pending[p + 1] | pending[p + 2] | pending[p + 3]
-                    | pending[p + 4] | pending[p + 5] | pending[p + 6] | pending[p + 7]) != 0:
-                for q in range(p, p + 8):
-                    if pending[q] == EVENT:
-                        _settle_path_step(loan, q, t, path_offset + q, row[q], debt_t, partial, s)
-                        n_pending -= 1
-                    elif pending[q] == CURED:
-                        # Below the call level: the call in progress is cured by the market.
-                        call_start[q] = NO_STEP
-                        topup_due[q] = NO_STEP
-                        guard[q] = 1.0 if collateral_now[q] >= collateral0 else 0.0
-                        n_pending -= 1
-            p += 8
+            near = _count_near(row, guard, n_paths, threshold) != 0
+        if near:
+            touched = True
+            # B. Exact LTV everywhere; events and market cures marked pending.
+            n_pending = _mark_events(row, n_paths, <double>t, debt_t, m, l, can_expire,
+                                     cure_steps, status, call_start, topup_due, pending,
+                                     collateral_now, &watched)
+            # C. The spec's rules on the paths marked, eight paths at a time.
+            p = 0
+            while n_pending > 0:
+                if (pending[p] | pending[p + 1] | pending[p + 2] | pending[p + 3]
+                        | pending[p + 4] | pending[p + 5] | pending[p + 6] | pending[p + 7]) != 0:
+                    for q in range(p, p + 8):
+                        if pending[q] == EVENT:
+                            _settle_path_step(loan, q, t, path_offset + q, row[q], debt_t, partial, s)
+                            n_pending -= 1
+                        elif pending[q] == CURED:
+                            # Below the call level: the call in progress is cured by the market.
+                            call_start[q] = NO_STEP
+                            topup_due[q] = NO_STEP
+                            guard[q] = 1.0 if collateral_now[q] >= collateral0 else 0.0
+                            n_pending -= 1
+                p += 8
+        if s.record:
+            # D. The book's exposure after the step: debt and collateral value still open.
+            _record_exposure(row, n_paths, debt_t, status, debt_now, collateral_now,
+                             s.acc_step_open_debt + t * s.width,
+                             s.acc_step_collateral_value + t * s.width)
 
     # 8. Horizon: open loans report their mark-to-market shortfall.
     final = prices + (loan.asset * (n_steps + 1) + n_steps) * n_paths
@@ -445,6 +472,9 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
     cdef double[:, ::1] path_sold = out.path_sold
     cdef double[:, :, ::1] step_sold = out.step_sold
     cdef double[:, ::1] step_loss = out.step_loss
+    cdef double[:, ::1] step_fees = out.step_fees
+    cdef double[:, ::1] step_open_debt = out.step_open_debt
+    cdef double[:, ::1] step_collateral_value = out.step_collateral_value
     cdef double[::1] loan_loss = out.loan_loss
     cdef i64[::1] loan_calls = out.loan_calls
     cdef i64[::1] loan_liquidated = out.loan_liquidated
@@ -471,7 +501,7 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
     cdef i64[:, :, ::1] acc_counts = scratch.acc_counts
     cdef double[:, :, ::1] acc_sold = scratch.acc_sold
     cdef double[:, :, :, ::1] acc_step_sold = scratch.acc_step_sold
-    cdef double[:, :, ::1] acc_step_loss = scratch.acc_step_loss
+    cdef double[:, :, :, ::1] acc_step_money = scratch.acc_step_money
     cdef Py_ssize_t width = path_state.shape[2]
 
     cdef PathScratch* slots = <PathScratch*> malloc(n_slots * sizeof(PathScratch))
@@ -484,7 +514,7 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
     cdef Py_ssize_t counts_size = n_counts * width
     cdef Py_ssize_t sold_size = n_assets * width
     cdef Py_ssize_t step_sold_size = n_step_rows * n_assets * width
-    cdef Py_ssize_t step_loss_size = n_step_rows * width
+    cdef Py_ssize_t step_money_size = acc_step_money.shape[1] * n_step_rows * width
     try:
         for slot in range(n_slots):
             slots[slot].width = width
@@ -505,7 +535,10 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
             slots[slot].acc_counts = &acc_counts[slot, 0, 0]
             slots[slot].acc_sold = &acc_sold[slot, 0, 0]
             slots[slot].acc_step_sold = &acc_step_sold[slot, 0, 0, 0] if record else NULL
-            slots[slot].acc_step_loss = &acc_step_loss[slot, 0, 0] if record else NULL
+            slots[slot].acc_step_loss = &acc_step_money[slot, cfg.STEP_LOSS, 0, 0] if record else NULL
+            slots[slot].acc_step_fees = &acc_step_money[slot, cfg.STEP_FEES, 0, 0] if record else NULL
+            slots[slot].acc_step_open_debt = &acc_step_money[slot, cfg.STEP_OPEN_DEBT, 0, 0] if record else NULL
+            slots[slot].acc_step_collateral_value = &acc_step_money[slot, cfg.STEP_COLLATERAL_VALUE, 0, 0] if record else NULL
         with nogil:
             wave = 0
             while wave < n_chunks:
@@ -518,7 +551,7 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
                     memset(slots[slot].acc_sold, 0, sold_size * sizeof(double))
                     if record:
                         memset(slots[slot].acc_step_sold, 0, step_sold_size * sizeof(double))
-                        memset(slots[slot].acc_step_loss, 0, step_loss_size * sizeof(double))
+                        memset(slots[slot].acc_step_loss, 0, step_money_size * sizeof(double))
                     _evaluate_chunk(wave + slot, price_ptr, n_steps, n_paths, n_loans,
                                     &asset_of[0], &collateral_of[0], &debt_of[0], &growth_of[0],
                                     &m_of[0], &l_of[0], &tau_of[0], &cure_of[0], &fee_of[0],
@@ -538,7 +571,10 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
                     if record:
                         for t in range(n_step_rows):
                             for p in range(n_paths):
-                                step_loss[t, p] += acc_step_loss[slot, t, p]
+                                step_loss[t, p] += slots[slot].acc_step_loss[t * width + p]
+                                step_fees[t, p] += slots[slot].acc_step_fees[t * width + p]
+                                step_open_debt[t, p] += slots[slot].acc_step_open_debt[t * width + p]
+                                step_collateral_value[t, p] += slots[slot].acc_step_collateral_value[t * width + p]
                             for a in range(n_assets):
                                 for p in range(n_paths):
                                     step_sold[t, a, p] += acc_step_sold[slot, t, a, p]

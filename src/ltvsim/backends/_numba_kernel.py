@@ -41,6 +41,8 @@ _CALLS, _LIQUIDATIONS, _FULL, _TOPUPS = cfg.CALLS, cfg.LIQUIDATIONS, cfg.FULL_LI
 _STATUS, _GUARD, _CALL_START, _TOPUP_DUE = _args.STATUS, _args.GUARD, _args.CALL_START, _args.TOPUP_DUE
 _EVENT, _CURED = 1, 2  # what pass C must do on a path
 _COLLATERAL_NOW, _DEBT_NOW, _PRINCIPAL_NOW, _LOSS_ON_PATH = _args.COLLATERAL_NOW, _args.DEBT_NOW, _args.PRINCIPAL_NOW, _args.LOSS_ON_PATH
+_STEP_LOSS, _STEP_FEES = cfg.STEP_LOSS, cfg.STEP_FEES
+_STEP_OPEN_DEBT, _STEP_COLLATERAL_VALUE = cfg.STEP_OPEN_DEBT, cfg.STEP_COLLATERAL_VALUE
 _LOAN_CHUNK = cfg.LOAN_CHUNK
 _MARGIN, _TINY, _HUGE = cfg.GUARD_MARGIN, cfg.GUARD_TINY, cfg.GUARD_HUGE
 
@@ -98,7 +100,7 @@ def _reset_guard(p, state, collateral0):
 @njit(**_jit_no_nrt)
 def _liquidate(p, t, price, debt, principal, q, tau, fee, asset, partial, state,
                had_liquidation, acc_money, acc_counts, acc_sold, acc_step_sold,
-               acc_step_loss, record):
+               acc_step_money, record):
     """Rule 7: sell collateral at the execution price and pay fee, interest, principal."""
     execution = price  # no slippage without market impact
     interest = debt - principal
@@ -132,6 +134,7 @@ def _liquidate(p, t, price, debt, principal, q, tau, fee, asset, partial, state,
                 acc_sold[asset, p] += sold
                 if record:
                     acc_step_sold[t, asset, p] += sold
+                    acc_step_money[_STEP_FEES, t, p] += fee_paid
                 return
 
     # Full liquidation: the waterfall.
@@ -157,14 +160,15 @@ def _liquidate(p, t, price, debt, principal, q, tau, fee, asset, partial, state,
     acc_sold[asset, p] += q
     if record:
         acc_step_sold[t, asset, p] += q
-        acc_step_loss[t, p] += loss
+        acc_step_money[_STEP_LOSS, t, p] += loss
+        acc_step_money[_STEP_FEES, t, p] += fee_paid
 
 
 @njit(**_jit_no_nrt)
 def _settle_path_step(p, t, path_index, price, debt_t, debt0, growth, collateral0, m, l,
                       tau, cure, fee, topup_prob, loan_key, asset, partial, state,
                       had_call, had_liquidation, acc_money, acc_counts, acc_sold,
-                      acc_step_sold, acc_step_loss, record):
+                      acc_step_sold, acc_step_money, record):
     """Rules 1-7 of the spec for one loan on open path ``p`` at step ``t``."""
     # 1. Accrue (the shared schedule already holds D * g for unmodified paths).
     if state[_STATUS, p] == _MODIFIED:
@@ -212,7 +216,7 @@ def _settle_path_step(p, t, path_index, price, debt_t, debt0, growth, collateral
     if liquidate:
         _liquidate(p, t, price, debt, principal, q, tau, fee, asset, partial, state,
                    had_liquidation, acc_money, acc_counts, acc_sold, acc_step_sold,
-                   acc_step_loss, record)
+                   acc_step_money, record)
     _reset_guard(p, state, collateral0)
 
 
@@ -256,11 +260,23 @@ def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, status, call_st
     return n_marked, n_watched
 
 
+@njit(**_jit_no_nrt)
+def _record_exposure(row, n_paths, debt_t, status, debt_now, collateral_now, open_debt,
+                     collateral_value):
+    """Pass D (record_steps only): add each open path's debt and collateral value."""
+    for p in range(n_paths):
+        is_open = status[p] != _CLOSED
+        debt = debt_now[p] if status[p] == _MODIFIED else debt_t
+        open_debt[p] += debt if is_open else 0.0
+        collateral_value[p] += collateral_now[p] * row[p] if is_open else 0.0
+
+
 @njit(inline="always", **_jit_no_nrt)
 def _evaluate_loan(i, prices, asset, collateral0, debt0, growth, m, l, tau, cure, fee,
                    topup_prob, seed_key, path_offset, partial, state, pending, had_call,
                    had_liquidation, acc_money, acc_counts, acc_sold, acc_step_sold,
-                   acc_step_loss, record, loan_loss, loan_calls, loan_liquidated):
+                   acc_step_money, record, loan_loss, loan_calls,
+                   loan_liquidated):
     """All steps of loan ``i`` on every path of the block; scratch left reset."""
     n_paths = prices.shape[2]
     n_steps = prices.shape[1] - 1
@@ -269,6 +285,7 @@ def _evaluate_loan(i, prices, asset, collateral0, debt0, growth, m, l, tau, cure
     call_start = state[_CALL_START]
     topup_due = state[_TOPUP_DUE]
     collateral_now = state[_COLLATERAL_NOW]
+    debt_now = state[_DEBT_NOW]
     call_collateral = collateral0 * m
     loan_key = _mix64(seed_key ^ _U(i))
     guard_usable = _TINY <= m <= _HUGE and _TINY <= collateral0 <= _HUGE and _TINY <= call_collateral <= _HUGE
@@ -282,40 +299,45 @@ def _evaluate_loan(i, prices, asset, collateral0, debt0, growth, m, l, tau, cure
         if t >= 1:
             debt_t = debt_t * growth
         row = prices[asset, t]
-        if watched == 0:
+        near = watched != 0
+        if not near:
             # A. Is any path near its call level (or closed with an infinite threshold)?
             threshold = _guard_threshold(debt_t, collateral0, call_collateral) if guard_usable else np.inf
-            if _count_near(row, guard, n_paths, threshold) == 0:
-                continue
-        touched = True
-        # B. Exact LTV everywhere; events and market cures marked pending.
-        n_pending, watched = _mark_events(row, n_paths, np.float64(t), debt_t, m, l,
-                                          expire_after, status, call_start, topup_due,
-                                          pending, collateral_now)
-        # C. The spec's rules on the paths marked, eight paths at a time.
-        p = 0
-        while n_pending > 0:
-            if (pending[p] | pending[p + 1] | pending[p + 2] | pending[p + 3]
-                    | pending[p + 4] | pending[p + 5] | pending[p + 6] | pending[p + 7]) != 0:
-                for q in range(p, p + 8):
-                    if pending[q] == _EVENT:
-                        _settle_path_step(q, t, path_offset + q, row[q], debt_t, debt0, growth,
-                                          collateral0, m, l, tau, cure, fee, topup_prob,
-                                          loan_key, asset, partial, state, had_call,
-                                          had_liquidation, acc_money, acc_counts, acc_sold,
-                                          acc_step_sold, acc_step_loss, record)
-                        n_pending -= 1
-                    elif pending[q] == _CURED:
-                        # Below the call level: the call in progress is cured by the market.
-                        call_start[q] = _NO_STEP
-                        topup_due[q] = _NO_STEP
-                        guard[q] = 1.0 if collateral_now[q] >= collateral0 else 0.0
-                        n_pending -= 1
-            p += 8
+            near = _count_near(row, guard, n_paths, threshold) != 0
+        if near:
+            touched = True
+            # B. Exact LTV everywhere; events and market cures marked pending.
+            n_pending, watched = _mark_events(row, n_paths, np.float64(t), debt_t, m, l,
+                                              expire_after, status, call_start, topup_due,
+                                              pending, collateral_now)
+            # C. The spec's rules on the paths marked, eight paths at a time.
+            p = 0
+            while n_pending > 0:
+                if (pending[p] | pending[p + 1] | pending[p + 2] | pending[p + 3]
+                        | pending[p + 4] | pending[p + 5] | pending[p + 6] | pending[p + 7]) != 0:
+                    for q in range(p, p + 8):
+                        if pending[q] == _EVENT:
+                            _settle_path_step(q, t, path_offset + q, row[q], debt_t, debt0,
+                                              growth, collateral0, m, l, tau, cure, fee,
+                                              topup_prob, loan_key, asset, partial, state,
+                                              had_call, had_liquidation, acc_money, acc_counts,
+                                              acc_sold, acc_step_sold, acc_step_money, record)
+                            n_pending -= 1
+                        elif pending[q] == _CURED:
+                            # Below the call level: the call in progress is cured by the market.
+                            call_start[q] = _NO_STEP
+                            topup_due[q] = _NO_STEP
+                            guard[q] = 1.0 if collateral_now[q] >= collateral0 else 0.0
+                            n_pending -= 1
+                p += 8
+        if record:
+            # D. The book's exposure after the step: debt and collateral value still open.
+            _record_exposure(row, n_paths, debt_t, status, debt_now, collateral_now,
+                             acc_step_money[_STEP_OPEN_DEBT, t],
+                             acc_step_money[_STEP_COLLATERAL_VALUE, t])
 
     # 8. Horizon: open loans report their mark-to-market shortfall.
     final = prices[asset, n_steps]
-    debt_now = state[_DEBT_NOW]
     unrealised = acc_money[_UNREALISED]
     for p in range(n_paths):
         debt = debt_now[p] if status[p] == _MODIFIED else debt_t
@@ -350,7 +372,7 @@ def _evaluate_loan(i, prices, asset, collateral0, debt0, growth, m, l, tau, cure
 def _evaluate_chunk(chunk, prices, asset_of, collateral_of, debt_of, growth_of, m_of, l_of,
                     tau_of, cure_of, fee_of, topup_of, seed_key, path_offset, partial,
                     state, pending, had_call, had_liquidation, acc_money, acc_counts, acc_sold,
-                    acc_step_sold, acc_step_loss, record, loan_loss, loan_calls,
+                    acc_step_sold, acc_step_money, record, loan_loss, loan_calls,
                     loan_liquidated):
     """Every loan of one chunk, in loan order, into one thread slot's scratch."""
     stop = min((chunk + 1) * _LOAN_CHUNK, debt_of.shape[0])
@@ -358,7 +380,7 @@ def _evaluate_chunk(chunk, prices, asset_of, collateral_of, debt_of, growth_of, 
         _evaluate_loan(i, prices, asset_of[i], collateral_of[i], debt_of[i], growth_of[i],
                        m_of[i], l_of[i], tau_of[i], cure_of[i], fee_of[i], topup_of[i],
                        seed_key, path_offset, partial, state, pending, had_call, had_liquidation,
-                       acc_money, acc_counts, acc_sold, acc_step_sold, acc_step_loss,
+                       acc_money, acc_counts, acc_sold, acc_step_sold, acc_step_money,
                        record, loan_loss, loan_calls, loan_liquidated)
 
 
@@ -366,8 +388,9 @@ def _evaluate_chunk(chunk, prices, asset_of, collateral_of, debt_of, growth_of, 
 def _evaluate_chunks(prices, asset_of, collateral_of, debt_of, growth_of, m_of, l_of, tau_of,
                      cure_of, fee_of, topup_of, seed_key, path_offset, partial, n_slots,
                      path_state, pending, had_call, had_liquidation, acc_money, acc_counts, acc_sold,
-                     acc_step_sold, acc_step_loss, path_money, path_counts, path_sold,
-                     step_sold, step_loss, loan_loss, loan_calls, loan_liquidated):
+                     acc_step_sold, acc_step_money, path_money, path_counts, path_sold,
+                     step_sold, step_loss, step_fees, step_open_debt, step_collateral_value,
+                     loan_loss, loan_calls, loan_liquidated):
     n_loans = debt_of.shape[0]
     n_paths = prices.shape[2]
     record = step_loss.shape[0] > 0
@@ -380,12 +403,12 @@ def _evaluate_chunks(prices, asset_of, collateral_of, debt_of, growth_of, m_of, 
             acc_sold[slot] = 0.0
             if record:
                 acc_step_sold[slot] = 0.0
-                acc_step_loss[slot] = 0.0
+                acc_step_money[slot] = 0.0
             _evaluate_chunk(wave + slot, prices, asset_of, collateral_of, debt_of, growth_of,
                             m_of, l_of, tau_of, cure_of, fee_of, topup_of, seed_key,
                             path_offset, partial, path_state[slot], pending[slot], had_call[slot],
                             had_liquidation[slot], acc_money[slot], acc_counts[slot],
-                            acc_sold[slot], acc_step_sold[slot], acc_step_loss[slot], record,
+                            acc_sold[slot], acc_step_sold[slot], acc_step_money[slot], record,
                             loan_loss, loan_calls, loan_liquidated)
         # Serial reduction in chunk order: the result does not depend on n_slots.
         for slot in range(n_active):
@@ -401,7 +424,10 @@ def _evaluate_chunks(prices, asset_of, collateral_of, debt_of, growth_of, m_of, 
             if record:
                 for t in range(step_loss.shape[0]):
                     for p in range(n_paths):
-                        step_loss[t, p] += acc_step_loss[slot, t, p]
+                        step_loss[t, p] += acc_step_money[slot, _STEP_LOSS, t, p]
+                        step_fees[t, p] += acc_step_money[slot, _STEP_FEES, t, p]
+                        step_open_debt[t, p] += acc_step_money[slot, _STEP_OPEN_DEBT, t, p]
+                        step_collateral_value[t, p] += acc_step_money[slot, _STEP_COLLATERAL_VALUE, t, p]
                     for a in range(step_sold.shape[1]):
                         for p in range(n_paths):
                             step_sold[t, a, p] += acc_step_sold[slot, t, a, p]

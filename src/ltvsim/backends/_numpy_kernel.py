@@ -107,6 +107,10 @@ def _evaluate_loans(prices, loans, rows, seed, path_offset, partial, out):
         if li.size:
             _liquidate(li, pj, t, price, q, debt, principal, is_open, call_start, topup_due,
                        tau, f, asset, partial, money, counts, sold, had_liquidation, out, record)
+        if record:
+            # The book's exposure after the step: debt and collateral value still open.
+            out.step_open_debt[t] += np.where(is_open, debt, 0.0).sum(axis=0)
+            out.step_collateral_value[t] += np.where(is_open, q * price, 0.0).sum(axis=0)
 
     # 8. Open loans report their mark-to-market shortfall at the horizon.
     final_price = prices[asset, n_steps, :]
@@ -149,6 +153,8 @@ def _liquidate(li, pj, t, price, q, debt, principal, is_open, call_start, topup_
         _book(money, cells, fee=fee_paid, interest=interest_paid, principal=principal_paid,
               residual=0.0, proceeds=proceeds, debt_closed=repaid, loss=0.0)
         _sell(sold, out, asset[li[k]], pj[k], dq[k], t, record)
+        if record:
+            out.step_fees[t] += np.bincount(pj[k], weights=fee_paid, minlength=n_paths)
 
     k = np.flatnonzero(~is_partial)
     proceeds = q_now[k] * x[k]
@@ -165,6 +171,7 @@ def _liquidate(li, pj, t, price, q, debt, principal, is_open, call_start, topup_
     _sell(sold, out, asset[li[k]], pj[k], q_now[k], t, record)
     if record:
         out.step_loss[t] += np.bincount(pj[k], weights=loss, minlength=n_paths)
+        out.step_fees[t] += np.bincount(pj[k], weights=fee_paid, minlength=n_paths)
     is_open[cells] = False
     counts[cfg.FULL_LIQUIDATIONS][cells] += 1
 
