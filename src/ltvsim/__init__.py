@@ -8,19 +8,26 @@ The main objects:
   ``numba`` backend;
 * :class:`SimulationResult` - per-path and per-loan results and risk measures;
 * :func:`run_batch` - a long run block by block in bounded memory, resumable from an
-  output directory, optionally on a ``dask.distributed`` cluster (:mod:`ltvsim.batch`).
+  output directory, optionally on a ``dask.distributed`` cluster (:mod:`ltvsim.batch`);
+* :mod:`ltvsim.risk` - loss waterfall (:class:`CapitalStructure`), risk measures with
+  error bars, segment views; :mod:`ltvsim.report` - the HTML risk report
+  (:func:`write_report`, needs matplotlib).
 """
 from ._estimators import Estimate
 from .backends import available as available_backends
 from .batch import merge_results, run_batch
 from .book import LoanBook
 from .paths import PricePaths
+from . import report, risk
+from .report import write_report
 from .result import SimulationResult
+from .risk import CapitalStructure
 from .simulate import simulate
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CapitalStructure",
     "Estimate",
     "LoanBook",
     "PricePaths",
@@ -29,5 +36,6 @@ __all__ = [
     "merge_results",
     "run_batch",
     "simulate",
+    "write_report",
     "__version__",
 ]

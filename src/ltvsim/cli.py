@@ -69,7 +69,7 @@ OVERRIDES = {
 
 
 def build_parser():
-    """The argument parser of ``ltvsim`` (``run`` is its one subcommand)."""
+    """The argument parser of ``ltvsim`` (subcommands ``run`` and ``report``)."""
     parser = argparse.ArgumentParser(
         prog="ltvsim",
         description="Monte Carlo risk of crypto-collateralised loan books.",
@@ -126,7 +126,71 @@ def build_parser():
                      help="also keep collateral sold and loss per path and step (written by --out)")
     run.add_argument("--quiet", action="store_true", default=None,
                      help="print the summary only: no progress messages or progress bar")
+    run.add_argument("--report", action="store_true", default=False,
+                     help="also write the risk report (report.html and PNG figures; turns --record-steps on) "
+                          "into --report-dir; with --out also write the book as book.parquet there")
+    run.add_argument("--report-dir", metavar="DIR", default=None,
+                     help="directory of the report (default: OUT/report with --out, else ./ltvsim-report)")
+    _add_structure_options(run)
+
+    report = commands.add_parser(
+        "report",
+        help="write the risk report of a result saved by 'ltvsim run --out'",
+        description=(
+            "Read the result saved in RESULT_DIR by 'ltvsim run --out RESULT_DIR' (and book.parquet beside it, "
+            "written by --report, for the segment views) and write a self-contained report.html, its PNG "
+            "figures and risk.json. Needs matplotlib: pip install 'ltvsim[report]'."
+        ),
+    )
+    report.add_argument("result_dir", metavar="RESULT_DIR", help="directory written by ltvsim run --out")
+    report.add_argument("--report-dir", metavar="DIR", default=None,
+                        help="where to write the report (default RESULT_DIR/report)")
+    report.add_argument("--level", type=float, default=LEVEL, help=f"level of VaR and ES (default {LEVEL})")
+    _add_structure_options(report)
     return parser
+
+
+def _add_structure_options(parser):
+    """Options of the loss waterfall (default :data:`ltvsim.risk.DEFAULT_STRUCTURE`)."""
+    from .risk.waterfall import DEFAULT_STRUCTURE as d
+
+    tranches = ", ".join(f"{name}={size:g}" for name, size in d.tranches)
+    group = parser.add_argument_group(
+        "loss waterfall of the report",
+        f"Default: reserve fund {d.reserve:g} and tranches {tranches} as fractions of the book's initial debt, "
+        f"the fund topped up by {d.fee_share:g} of liquidation fees; the senior lender takes the rest.")
+    group.add_argument("--reserve", type=float, default=None, metavar="SIZE",
+                       help=f"initial reserve fund (default {d.reserve:g})")
+    group.add_argument("--fee-share", type=float, default=None, metavar="SHARE",
+                       help=f"share of liquidation fees paid into the fund (default {d.fee_share:g})")
+    group.add_argument("--tranche", action="append", default=None, metavar="NAME=SIZE",
+                       help="a tranche, junior first; repeat for each (replaces the default tranches)")
+    group.add_argument("--amounts", action="store_true", default=False,
+                       help="sizes are USD amounts instead of fractions of the book's initial debt")
+
+
+def structure_from_args(args):
+    """The :class:`ltvsim.risk.CapitalStructure` the options describe."""
+    from .risk.waterfall import DEFAULT_STRUCTURE, CapitalStructure
+
+    d = DEFAULT_STRUCTURE
+    tranches = d.tranches
+    if args.tranche is not None:
+        tranches = []
+        for text in args.tranche:
+            name, sep, size = text.rpartition("=")
+            try:
+                value = float(size)
+            except ValueError:
+                value = None
+            if not sep or not name.strip() or value is None:
+                raise ValueError(f"--tranche {text!r}: expected NAME=SIZE, e.g. 'first loss=0.005'")
+            tranches.append((name.strip(), value))
+    return CapitalStructure(
+        reserve=d.reserve if args.reserve is None else args.reserve,
+        fee_share=d.fee_share if args.fee_share is None else args.fee_share,
+        tranches=tranches, basis="amount" if args.amounts else "fraction",
+    )
 
 
 def main(argv=None):
@@ -139,6 +203,8 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "report":
+            return _report(args)
         return _run(args)
     except (ValueError, TypeError, OSError, ImportError) as exc:
         parser.exit(2, f"ltvsim: error: {_message(exc)}\n")
@@ -187,6 +253,12 @@ def _run(args):
     say = _status(report["quiet"])
     began = time.perf_counter()
     out = run["out"]
+    structure = None
+    if args.report:
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ImportError("--report draws with matplotlib: pip install 'ltvsim[report]'")
+        structure = structure_from_args(args)  # bad options fail before the run
+        run["record_steps"] = True  # the fan chart and collateral sold per step need them
 
     if out is not None and importlib.util.find_spec("pyarrow") is None:
         # Refuse before a long run, not after it.
@@ -242,6 +314,37 @@ def _run(args):
         written = [name for name in ("paths.parquet", "loans.parquet", "steps.parquet", "summary.json")
                    if os.path.exists(os.path.join(out, name))]
         print(f"results written to {os.path.abspath(out)}: {', '.join(written)}")
+    if args.report:
+        from .report import save_book, write_report
+        from .risk import reference_prices
+
+        tick = time.perf_counter()
+        directory = args.report_dir or (os.path.join(out, "report") if out is not None else "ltvsim-report")
+        say(f"writing the risk report into {directory}")
+        if out is not None:
+            save_book(book, out, prices=reference_prices(result))
+        files = write_report(result, directory, book=book, structure=structure, level=report["level"])
+        print(f"report written to {os.path.abspath(files['report.html'])} "
+              f"({time.perf_counter() - tick:.2f} s)")
+    return 0
+
+
+def _report(args):
+    """``ltvsim report RESULT_DIR``: the report of a saved result."""
+    from .report import report_directory
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ImportError("the report draws with matplotlib: pip install 'ltvsim[report]'")
+    if importlib.util.find_spec("pyarrow") is None:
+        raise ImportError("reading a saved result needs pyarrow: pip install 'ltvsim[parquet]'")
+    if not os.path.exists(os.path.join(args.result_dir, "summary.json")):
+        raise FileNotFoundError(f"{args.result_dir}: no summary.json; expected a directory written by ltvsim run --out")
+    level = float(args.level)
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"--level must be in (0, 1), got {level}")
+    tick = time.perf_counter()
+    files = report_directory(args.result_dir, args.report_dir, structure=structure_from_args(args), level=level)
+    print(f"report written to {os.path.abspath(files['report.html'])} ({time.perf_counter() - tick:.2f} s)")
     return 0
 
 
