@@ -23,10 +23,11 @@ GUARD_TINY = 1e-280
 GUARD_HUGE = 1e280
 
 #: Paths per kernel call when none is given: a block of prices [assets, steps, paths]
-#: that stays in a core's L2 cache while every loan is evaluated against it; ~128 paths
-#: for two assets and 30 steps, which measured fastest (a path near its call level
-#: makes the exact pass run on its whole block). Any value gives the same numbers.
-PATH_BLOCK_BYTES = 1 << 16
+#: that stays in a core's cache while every loan is evaluated against it; 64 paths for
+#: two assets and 30 steps, which measured fastest: a path near its call level makes
+#: the exact pass run on its whole block, and a loan that no path of a block brings
+#: near its call level costs O(1) per step. Any value gives the same numbers.
+PATH_BLOCK_BYTES = 1 << 15
 MIN_PATH_BLOCK = 64
 MAX_PATH_BLOCK = 4096
 

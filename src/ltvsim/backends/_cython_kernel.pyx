@@ -320,10 +320,16 @@ cdef void _record_exposure(const_double_ptr row, Py_ssize_t n_paths, double debt
         collateral_value[p] += collateral_now[p] * row[p] if is_open else 0.0
 
 
-cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, Py_ssize_t n_steps,
-                         Py_ssize_t n_paths, i64 path_offset, bint partial, PathScratch* s,
-                         double* loan_loss, i64* loan_calls, i64* loan_liquidated) noexcept nogil:
-    """All steps of one loan on every path of the block; scratch left reset."""
+cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, const double* price_floor,
+                         Py_ssize_t n_steps, Py_ssize_t n_paths, i64 path_offset, bint partial,
+                         PathScratch* s, double* loan_loss, i64* loan_calls,
+                         i64* loan_liquidated) noexcept nogil:
+    """All steps of one loan on every path of the block; scratch left reset.
+
+    ``price_floor[asset, t]`` is the lowest price of the block's paths: until a loan is
+    touched every path has guard 1, so pass A reduces to comparing it with the step's
+    threshold, and a loan that is never touched costs O(1) per step.
+    """
     cdef double collateral0 = loan.collateral0
     cdef double m = loan.m
     cdef double l = loan.l
@@ -350,8 +356,9 @@ cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, Py_ssize_t
     cdef i64 n_pending, watched = 0
     cdef bint near
     cdef i64 n_called, n_liquidated
-    for p in range(n_paths):
-        collateral_now[p] = collateral0
+    if s.record:  # pass D reads every path's collateral from step 0
+        for p in range(n_paths):
+            collateral_now[p] = collateral0
     for t in range(n_steps + 1):
         if t >= 1:
             debt_t = debt_t * loan.growth
@@ -360,9 +367,16 @@ cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, Py_ssize_t
         if not near:
             # A. Is any path near its call level (or closed with an infinite threshold)?
             threshold = _guard_threshold(debt_t, collateral0, call_collateral) if guard_usable else INF
-            near = _count_near(row, guard, n_paths, threshold) != 0
+            if touched:
+                near = _count_near(row, guard, n_paths, threshold) != 0
+            else:
+                near = price_floor[loan.asset * (n_steps + 1) + t] <= threshold
         if near:
-            touched = True
+            if not touched:
+                touched = True
+                if not s.record:
+                    for p in range(n_paths):
+                        collateral_now[p] = collateral0
             # B. Exact LTV everywhere; events and market cures marked pending.
             n_pending = _mark_events(row, n_paths, <double>t, debt_t, m, l, can_expire,
                                      cure_steps, status, call_start, topup_due, pending,
@@ -391,14 +405,21 @@ cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, Py_ssize_t
 
     # 8. Horizon: open loans report their mark-to-market shortfall.
     final = prices + (loan.asset * (n_steps + 1) + n_steps) * n_paths
+    if not touched:
+        # Every path stayed above its threshold, also at the last step: LTV < m there,
+        # so with m <= 1 no path can be under water and nothing is added.
+        if m <= 1.0:
+            return
+        for p in range(n_paths):
+            shortfall = debt_t - collateral0 * final[p]
+            unrealised[p] += shortfall if shortfall > 0.0 else 0.0
+        return
     for p in range(n_paths):
         debt = debt_now[p] if status[p] == MODIFIED else debt_t
         shortfall = debt - collateral_now[p] * final[p]
         if status[p] == CLOSED or shortfall < 0.0:
             shortfall = 0.0
         unrealised[p] += shortfall
-    if not touched:
-        return
     n_called = 0
     n_liquidated = 0
     total_loss = loan_loss[loan.index]
@@ -419,7 +440,8 @@ cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, Py_ssize_t
     loan_liquidated[loan.index] += n_liquidated
 
 
-cdef void _evaluate_chunk(Py_ssize_t chunk, const double* prices, Py_ssize_t n_steps,
+cdef void _evaluate_chunk(Py_ssize_t chunk, const double* prices, const double* price_floor,
+                          Py_ssize_t n_steps,
                           Py_ssize_t n_paths, Py_ssize_t n_loans,
                           const i64* asset_of, const double* collateral_of, const double* debt_of,
                           const double* growth_of, const double* m_of, const double* l_of,
@@ -446,7 +468,7 @@ cdef void _evaluate_chunk(Py_ssize_t chunk, const double* prices, Py_ssize_t n_s
         loan.fee = fee_of[i]
         loan.topup_prob = topup_of[i]
         loan.loan_key = _mix64(seed_key ^ <u64>i)
-        _evaluate_loan(&loan, prices, n_steps, n_paths, path_offset, partial, s,
+        _evaluate_loan(&loan, prices, price_floor, n_steps, n_paths, path_offset, partial, s,
                        loan_loss, loan_calls, loan_liquidated)
 
 
@@ -457,6 +479,8 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
     GIL while it runs.
     """
     cdef const double[:, :, ::1] price_view = prices
+    # The lowest price of the block's paths, per asset and step (for pass A's shortcut).
+    cdef const double[:, ::1] floor_view = prices.min(axis=2)
     cdef const i64[::1] asset_of = loans.asset
     cdef const double[::1] collateral_of = loans.collateral
     cdef const double[::1] debt_of = loans.debt
@@ -510,6 +534,7 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
     cdef Py_ssize_t slot, k, a, t, p, wave, n_active
     cdef Py_ssize_t n_chunks = (n_loans + LOAN_CHUNK - 1) // LOAN_CHUNK
     cdef const double* price_ptr = &price_view[0, 0, 0]
+    cdef const double* floor_ptr = &floor_view[0, 0]
     cdef Py_ssize_t money_size = n_money * width
     cdef Py_ssize_t counts_size = n_counts * width
     cdef Py_ssize_t sold_size = n_assets * width
@@ -552,7 +577,7 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
                     if record:
                         memset(slots[slot].acc_step_sold, 0, step_sold_size * sizeof(double))
                         memset(slots[slot].acc_step_loss, 0, step_money_size * sizeof(double))
-                    _evaluate_chunk(wave + slot, price_ptr, n_steps, n_paths, n_loans,
+                    _evaluate_chunk(wave + slot, price_ptr, floor_ptr, n_steps, n_paths, n_loans,
                                     &asset_of[0], &collateral_of[0], &debt_of[0], &growth_of[0],
                                     &m_of[0], &l_of[0], &tau_of[0], &cure_of[0], &fee_of[0],
                                     &topup_of[0], seed_key, offset, is_partial, &slots[slot],

@@ -272,12 +272,17 @@ def _record_exposure(row, n_paths, debt_t, status, debt_now, collateral_now, ope
 
 
 @njit(inline="always", **_jit_no_nrt)
-def _evaluate_loan(i, prices, asset, collateral0, debt0, growth, m, l, tau, cure, fee,
+def _evaluate_loan(i, prices, price_floor, asset, collateral0, debt0, growth, m, l, tau, cure, fee,
                    topup_prob, seed_key, path_offset, partial, state, pending, had_call,
                    had_liquidation, acc_money, acc_counts, acc_sold, acc_step_sold,
                    acc_step_money, record, loan_loss, loan_calls,
                    loan_liquidated):
-    """All steps of loan ``i`` on every path of the block; scratch left reset."""
+    """All steps of loan ``i`` on every path of the block; scratch left reset.
+
+    ``price_floor[asset, t]`` is the lowest price of the block's paths: until a loan is
+    touched every path has guard 1, so pass A reduces to comparing it with the step's
+    threshold, and a loan that is never touched costs O(1) per step.
+    """
     n_paths = prices.shape[2]
     n_steps = prices.shape[1] - 1
     status = state[_STATUS]
@@ -290,8 +295,9 @@ def _evaluate_loan(i, prices, asset, collateral0, debt0, growth, m, l, tau, cure
     loan_key = _mix64(seed_key ^ _U(i))
     guard_usable = _TINY <= m <= _HUGE and _TINY <= collateral0 <= _HUGE and _TINY <= call_collateral <= _HUGE
     expire_after = np.float64(cure) if cure >= 1 else np.inf
-    for p in range(n_paths):
-        collateral_now[p] = collateral0
+    if record:  # pass D reads every path's collateral from step 0
+        for p in range(n_paths):
+            collateral_now[p] = collateral0
     touched = False
     debt_t = debt0
     watched = 0
@@ -303,9 +309,16 @@ def _evaluate_loan(i, prices, asset, collateral0, debt0, growth, m, l, tau, cure
         if not near:
             # A. Is any path near its call level (or closed with an infinite threshold)?
             threshold = _guard_threshold(debt_t, collateral0, call_collateral) if guard_usable else np.inf
-            near = _count_near(row, guard, n_paths, threshold) != 0
+            if touched:
+                near = _count_near(row, guard, n_paths, threshold) != 0
+            else:
+                near = price_floor[asset, t] <= threshold
         if near:
-            touched = True
+            if not touched:
+                touched = True
+                if not record:
+                    for p in range(n_paths):
+                        collateral_now[p] = collateral0
             # B. Exact LTV everywhere; events and market cures marked pending.
             n_pending, watched = _mark_events(row, n_paths, np.float64(t), debt_t, m, l,
                                               expire_after, status, call_start, topup_due,
@@ -339,14 +352,21 @@ def _evaluate_loan(i, prices, asset, collateral0, debt0, growth, m, l, tau, cure
     # 8. Horizon: open loans report their mark-to-market shortfall.
     final = prices[asset, n_steps]
     unrealised = acc_money[_UNREALISED]
+    if not touched:
+        # Every path stayed above its threshold, also at the last step: LTV < m there,
+        # so with m <= 1 no path can be under water and nothing is added.
+        if m <= 1.0:
+            return
+        for p in range(n_paths):
+            shortfall = debt_t - collateral0 * final[p]
+            unrealised[p] += shortfall if shortfall > 0.0 else 0.0
+        return
     for p in range(n_paths):
         debt = debt_now[p] if status[p] == _MODIFIED else debt_t
         shortfall = debt - collateral_now[p] * final[p]
         if status[p] == _CLOSED or shortfall < 0.0:
             shortfall = 0.0
         unrealised[p] += shortfall
-    if not touched:
-        return
     loss_on_path = state[_LOSS_ON_PATH]
     n_called = 0
     n_liquidated = 0
@@ -369,7 +389,7 @@ def _evaluate_loan(i, prices, asset, collateral0, debt0, growth, m, l, tau, cure
 
 
 @njit(**_jit_no_nrt)
-def _evaluate_chunk(chunk, prices, asset_of, collateral_of, debt_of, growth_of, m_of, l_of,
+def _evaluate_chunk(chunk, prices, price_floor, asset_of, collateral_of, debt_of, growth_of, m_of, l_of,
                     tau_of, cure_of, fee_of, topup_of, seed_key, path_offset, partial,
                     state, pending, had_call, had_liquidation, acc_money, acc_counts, acc_sold,
                     acc_step_sold, acc_step_money, record, loan_loss, loan_calls,
@@ -377,7 +397,7 @@ def _evaluate_chunk(chunk, prices, asset_of, collateral_of, debt_of, growth_of, 
     """Every loan of one chunk, in loan order, into one thread slot's scratch."""
     stop = min((chunk + 1) * _LOAN_CHUNK, debt_of.shape[0])
     for i in range(chunk * _LOAN_CHUNK, stop):
-        _evaluate_loan(i, prices, asset_of[i], collateral_of[i], debt_of[i], growth_of[i],
+        _evaluate_loan(i, prices, price_floor, asset_of[i], collateral_of[i], debt_of[i], growth_of[i],
                        m_of[i], l_of[i], tau_of[i], cure_of[i], fee_of[i], topup_of[i],
                        seed_key, path_offset, partial, state, pending, had_call, had_liquidation,
                        acc_money, acc_counts, acc_sold, acc_step_sold, acc_step_money,
@@ -385,7 +405,7 @@ def _evaluate_chunk(chunk, prices, asset_of, collateral_of, debt_of, growth_of, 
 
 
 @njit(parallel=True, **_jit)
-def _evaluate_chunks(prices, asset_of, collateral_of, debt_of, growth_of, m_of, l_of, tau_of,
+def _evaluate_chunks(prices, price_floor, asset_of, collateral_of, debt_of, growth_of, m_of, l_of, tau_of,
                      cure_of, fee_of, topup_of, seed_key, path_offset, partial, n_slots,
                      path_state, pending, had_call, had_liquidation, acc_money, acc_counts, acc_sold,
                      acc_step_sold, acc_step_money, path_money, path_counts, path_sold,
@@ -404,7 +424,7 @@ def _evaluate_chunks(prices, asset_of, collateral_of, debt_of, growth_of, m_of, 
             if record:
                 acc_step_sold[slot] = 0.0
                 acc_step_money[slot] = 0.0
-            _evaluate_chunk(wave + slot, prices, asset_of, collateral_of, debt_of, growth_of,
+            _evaluate_chunk(wave + slot, prices, price_floor, asset_of, collateral_of, debt_of, growth_of,
                             m_of, l_of, tau_of, cure_of, fee_of, topup_of, seed_key,
                             path_offset, partial, path_state[slot], pending[slot], had_call[slot],
                             had_liquidation[slot], acc_money[slot], acc_counts[slot],
@@ -444,5 +464,7 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
     n_slots = max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS))
     scratch = _args.allocate_scratch(n_slots, n_paths, n_steps_1 - 1, n_assets, record)
     seed_key = _U(mix64(int(seed) & MASK64))
-    run_parallel(_evaluate_chunks, n_slots, prices, *loans, seed_key, path_offset,
+    # The lowest price of the block's paths, per asset and step (for pass A's shortcut).
+    price_floor = np.ascontiguousarray(prices.min(axis=2))
+    run_parallel(_evaluate_chunks, n_slots, prices, price_floor, *loans, seed_key, path_offset,
                  bool(partial), n_slots, *scratch, *out)
