@@ -28,11 +28,17 @@ class Estimate(NamedTuple):
         return f"{format(self.value, spec)} ± {format(self.stderr, spec)}"
 
 
-def _sample(values):
+def as_sample(values):
+    """Per-path values as a flat float64 array; refuses an empty sample."""
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size == 0:
         raise ValueError("no paths to estimate from")
     return x
+
+
+def level_name(q):
+    """``0.99 -> "99"``, ``0.995 -> "99.5"``: the suffix of ``var_99`` and ``summary()`` keys."""
+    return f"{round(float(q) * 100, 4):g}"
 
 
 def _check_level(q):
@@ -44,14 +50,14 @@ def _check_level(q):
 
 def mean(values):
     """Sample mean and its standard error."""
-    x = _sample(values)
+    x = as_sample(values)
     se = float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else math.nan
     return Estimate(float(x.mean()), se)
 
 
 def value_at_risk(values, q):
     """Empirical q-quantile and its order-statistic standard error."""
-    x = np.sort(_sample(values))
+    x = np.sort(as_sample(values))
     q = _check_level(q)
     n = x.size
     rank = max(1, math.ceil(q * n))
@@ -66,7 +72,7 @@ def value_at_risk(values, q):
 
 def expected_shortfall(values, q):
     """Expected shortfall (mean of the worst 1 - q share) and its standard error."""
-    x = _sample(values)
+    x = as_sample(values)
     q = _check_level(q)
     var = value_at_risk(x, q).value
     excess = np.maximum(x - var, 0.0)

@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from . import _config
-from ._estimators import Estimate, expected_shortfall, mean, value_at_risk
+from ._estimators import Estimate, expected_shortfall, level_name, mean, value_at_risk
 
 #: Per-path arrays every result holds (``path_collateral_sold`` is [n_paths, n_assets]).
 PATH_ARRAYS = tuple(f"path_{name}" for name in _config.MONEY_FIELDS + _config.COUNT_FIELDS) + (
@@ -116,7 +116,7 @@ class SimulationResult:
         """
         m = self.meta
         el, var, es = self.expected_loss(), self.var(q), self.es(q)
-        level = f"{round(q * 100, 4):g}"
+        level = level_name(q)
         work = m["n_loans"] * m["n_paths"] * m["n_steps"]
         elapsed = m.get("elapsed_seconds") or float("nan")
         out = {

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._estimators import expected_shortfall, mean, value_at_risk
+from .._estimators import as_sample, expected_shortfall, level_name, mean, value_at_risk
 
 #: Confidence of the intervals unless told otherwise.
 CONFIDENCE = 0.95
@@ -52,28 +52,16 @@ def _z(confidence):
     return NormalDist().inv_cdf(0.5 + confidence / 2.0)
 
 
-def _values(values):
-    x = np.asarray(values, dtype=np.float64).ravel()
-    if x.size == 0:
-        raise ValueError("no paths to estimate from")
-    return x
-
-
-def level_name(q):
-    """``0.99 -> "99"``, ``0.995 -> "99.5"``: the suffix of ``var_99`` and ``summary()`` keys."""
-    return f"{round(float(q) * 100, 4):g}"
-
-
 def mean_measure(values, confidence=CONFIDENCE):
     """Mean with standard error and normal confidence interval."""
-    est = mean(_values(values))
+    est = mean(as_sample(values))
     half = _z(confidence) * est.stderr
     return Measure(est.value, est.stderr, est.value - half, est.value + half)
 
 
 def var_measure(values, q, confidence=CONFIDENCE):
     """Value at risk (empirical q-quantile) with its order-statistic interval."""
-    x = np.sort(_values(values))
+    x = np.sort(as_sample(values))
     est = value_at_risk(x, q)
     n = x.size
     if n < 2:
@@ -86,7 +74,7 @@ def var_measure(values, q, confidence=CONFIDENCE):
 
 def es_measure(values, q, confidence=CONFIDENCE):
     """Expected shortfall with its asymptotic standard error and normal interval."""
-    est = expected_shortfall(_values(values), q)
+    est = expected_shortfall(as_sample(values), q)
     half = _z(confidence) * est.stderr
     return Measure(est.value, est.stderr, est.value - half, est.value + half)
 
@@ -123,7 +111,7 @@ def risk_measures(values, levels=(0.99,), confidence=CONFIDENCE):
         ``{"mean": Measure, "var_99": Measure, "es_99": Measure, ...}`` (keys named
         as in :meth:`ltvsim.SimulationResult.summary`).
     """
-    x = _values(values)
+    x = as_sample(values)
     if np.isscalar(levels):
         levels = (levels,)
     out = {"mean": mean_measure(x, confidence)}
