@@ -123,7 +123,8 @@ def build_parser():
                      help="run the blocks on the dask.distributed cluster at ADDRESS (e.g. tcp://10.0.0.5:8786); "
                           "needs pip install 'ltvsim[dask]'")
     run.add_argument("--record-steps", action="store_true", default=None,
-                     help="also keep collateral sold and loss per path and step (written by --out)")
+                     help="also keep, per path and step, collateral sold, loss, fees, and the open book's "
+                          "debt and collateral value (written by --out)")
     run.add_argument("--quiet", action="store_true", default=None,
                      help="print the summary only: no progress messages or progress bar")
     run.add_argument("--report", action="store_true", default=False,
