@@ -90,8 +90,8 @@ def one_of(*choices):
 def ltv_range(value):
     if (not isinstance(value, list) or len(value) != 2
             or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)
-            or not 0 < value[0] <= value[1]):
-        raise _Bad("must be a range [low, high] with 0 < low <= high")
+            or not 0 < value[0] <= value[1] < float("inf")):
+        raise _Bad("must be a range [low, high] with 0 < low <= high, both finite")
     return (float(value[0]), float(value[1]))
 
 
@@ -155,6 +155,10 @@ SCHEMA = {
 #: Keys whose values are file names (made relative to the config file's directory).
 PATH_KEYS = {("run", "out"), ("book", "file"), ("market", "params")}
 CALIBRATION_KEYS = {"calibrate", "history", "start", "end", "column", "block_length", "stationary"}
+#: Calibration keys that are also parameters of some models (RegimeParams.start,
+#: BootstrapParams.block_length and .stationary): with inline ``model = ...`` they are
+#: the model's, and the model checks them.
+MODEL_PARAMETER_KEYS = CALIBRATION_KEYS - {"calibrate", "history"}
 
 
 def load_config(path):
@@ -190,9 +194,10 @@ def load_config(path):
         if not isinstance(section, dict):
             raise ConfigError(f"{path}: {table} must be a table ([{table}]), got {section!r}")
         checked = {}
+        inline_model = table == "market" and "model" in section
         for key, value in section.items():
-            if key not in keys:
-                if table == "market" and "model" in section:
+            if key not in keys or (inline_model and key in MODEL_PARAMETER_KEYS):
+                if inline_model:
                     checked[key] = value  # a model parameter: checked by the model
                     continue
                 hint = " (model parameters go with model = \"gbm\" or another model)" if table == "market" else ""
@@ -231,6 +236,8 @@ def _check_market_mode(market, path):
     if "calibrate" in market and "history" not in market:
         raise ConfigError(f"{path}: [market] calibrate = {market['calibrate']!r} needs history = ... (price CSVs)")
     stray = set(market) & CALIBRATION_KEYS - {"calibrate"} if "calibrate" not in market else set()
+    if "model" in market:
+        stray -= MODEL_PARAMETER_KEYS
     if stray:
         raise ConfigError(f"{path}: [market] {', '.join(sorted(stray))} only apply with calibrate = ...")
     if "calibrate" in market and market["calibrate"] != "bootstrap":

@@ -194,6 +194,9 @@ class SimulationResult:
         _write_parquet(self.path_table(), written["paths.parquet"])
         written["loans.parquet"] = os.path.join(directory, "loans.parquet")
         _write_parquet(self.loan_table(), written["loans.parquet"])
+        steps_file = os.path.join(directory, "steps.parquet")
+        if "step_loss" not in self._arrays and os.path.exists(steps_file):
+            os.remove(steps_file)  # an earlier result's: load() must not attach it to this one
         if "step_loss" in self._arrays:
             n_paths, n_steps_1 = self.step_loss.shape
             table = {

@@ -107,8 +107,11 @@ def segment_keys(result, book, by, bins=None, prices=None):
     numeric = np.issubdtype(values.dtype, np.number) and not np.issubdtype(values.dtype, np.bool_)
     if by == "initial_ltv" and bins is None:
         w = LTV_BUCKET_WIDTH
-        lo, hi = np.floor(values.min() / w + 1e-9) * w, np.ceil(values.max() / w - 1e-9) * w
-        bins = np.arange(0, round((hi - lo) / w) + 1) * w + lo
+        lo = np.round(np.floor(values.min() / w + 1e-9) * w, 12)
+        hi = np.round(np.ceil(values.max() / w - 1e-9) * w, 12)
+        # Rounded: k * w + lo would put edges a hair above 0.3, 0.6, ... and round LTVs
+        # (which real books cluster on) into the bucket below.
+        bins = np.round(np.arange(0, round((hi - lo) / w) + 1) * w + lo, 12)
         if bins.size < 2:
             bins = np.array([lo, lo + w])
     if bins is None and numeric and np.unique(values).size > MAX_CATEGORIES:
