@@ -1,4 +1,5 @@
 """The one place that decides how many threads a kernel uses."""
+import numbers
 import os
 
 
@@ -28,7 +29,7 @@ def resolve_threads(n_threads=None):
         if env.isdigit() and int(env) > 0:
             return int(env)
         return usable_cores()
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int,)) and not hasattr(n_threads, "__index__"):
+    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
         raise TypeError(f"n_threads must be a positive integer or None, got {n_threads!r}")
     n_threads = int(n_threads)
     if n_threads < 1:

@@ -64,7 +64,7 @@ def as_int_field(name, value, n):
     array = _as_array(name, value)
     if array.dtype.kind == "f":
         whole = np.isfinite(array) & (array == np.round(array))
-        first_bad(name, array.reshape(-1) if array.ndim else array.reshape(1), whole.reshape(-1) if array.ndim else whole.reshape(1), "a whole number")
+        first_bad(name, np.atleast_1d(array), np.atleast_1d(whole), "a whole number")
         array = array.astype(np.int64)
     elif array.dtype.kind not in "iu" or array.dtype.kind == "b":
         raise TypeError(f"{name} must hold whole numbers, got dtype {array.dtype}")

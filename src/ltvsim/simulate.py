@@ -99,7 +99,7 @@ def simulate(
     step_collateral_value = np.empty((n_paths, n_steps + 1)) if record_steps else None
 
     starts = range(0, n_paths, path_block)
-    bar = _progress_bar(len(starts), n_loans * n_steps, progress)
+    bar = _progress_bar(len(starts), progress)
     began = time.perf_counter()
     try:
         for start in starts:
@@ -199,7 +199,7 @@ def default_path_block(n_steps, n_assets):
     return block - block % 8 if block >= 16 else block
 
 
-def _progress_bar(n_blocks, work_per_block, enabled):
+def _progress_bar(n_blocks, enabled):
     if not enabled or n_blocks < 2:
         return None
     from tqdm.auto import tqdm
