@@ -57,3 +57,19 @@ def uniform_array(seed, loan, path, step):
         h = mix64_array(h ^ np.asarray(path, dtype=np.uint64))
         h = mix64_array(h ^ np.asarray(step, dtype=np.uint64))
     return (h >> _U(11)).astype(np.float64) * TO_UNIT
+
+
+#: Step counter of a between-step crossing draw: the step with its top bit set, so
+#: the crossing draws are a stream apart from the top-up draws of the same key.
+BRIDGE_STEP_BIT = 1 << 63
+
+
+def bridge_uniform(seed, loan, path, step):
+    """The crossing draw for (seed, loan, path, step), in (0, 1): never 0.
+
+    ``u = ((h >> 11) | 1) * 2**-53`` with ``h`` the hash of step ``step | 2**63``: an odd
+    multiple of 2**-53, so a probability below 2**-53 never succeeds (which makes it
+    exact to skip pairs whose crossing probability is provably that small).
+    """
+    h = mix64(mix64(loan_key(seed, loan) ^ path) ^ (step | BRIDGE_STEP_BIT))
+    return ((h >> 11) | 1) * TO_UNIT
