@@ -235,7 +235,7 @@ def paths_2():
     [
         (dict(backend="gpu"), ValueError, r"backend must be one of \['auto', 'cython', 'numba', 'numpy'\], got 'gpu'"),
         (dict(backend=None), ValueError, r"backend must be one of .*got None"),
-        (dict(liquidation="half"), ValueError, r"liquidation must be one of \('full', 'partial'\), got 'half'"),
+        (dict(liquidation="half"), ValueError, r"liquidation must be one of \('full', 'partial', 'close_factor'\), got 'half'"),
         (dict(liquidation=None), ValueError, r"liquidation must be one of"),
         (dict(seed=-1), ValueError, r"seed must be >= 0, got -1"),
         (dict(seed=2**64), ValueError, r"seed must be < 2\*\*64, got 18446744073709551616"),

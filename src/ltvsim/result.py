@@ -12,6 +12,8 @@ PATH_ARRAYS = tuple(f"path_{name}" for name in _config.MONEY_FIELDS + _config.CO
     "path_collateral_sold",
 )
 LOAN_ARRAYS = ("loan_loss", "loan_margin_calls", "loan_liquidated")
+#: Per-path arrays of runs with the coupled kernel (impact, lenders' rules, crossings).
+CASCADE_ARRAYS = ("path_cascade_rounds", "path_impact_drawdown", "path_unsold_collateral")
 STEP_ARRAYS = ("step_collateral_sold", "step_loss", "step_fees", "step_open_debt", "step_collateral_value")
 #: Per-step money arrays [n_paths, n_steps + 1] and their column in ``steps.parquet``.
 STEP_MONEY_COLUMNS = {
@@ -50,6 +52,14 @@ class SimulationResult:
     step_open_debt, step_collateral_value : ndarray [n_paths, n_steps + 1], only with ``record_steps``
         Debt, and collateral at that step's price, of the loans still open after the
         step: the book's aggregate LTV is ``step_open_debt / step_collateral_value``.
+    path_cascade_rounds : ndarray of int64 [n_paths], coupled runs only
+        Most liquidation rounds in any one step (1: no cascade beyond the first sales).
+    path_impact_drawdown : ndarray [n_paths, n_assets], coupled runs only
+        Largest fall of each price caused by forced sales: 1 - the lowest impact factor.
+    path_unsold_collateral : ndarray [n_paths, n_assets], coupled runs only
+        Collateral still waiting to be sold after the last step (per-step sale limit).
+    step_impact : ndarray [n_paths, n_steps + 1, n_assets], coupled runs with ``record_steps``
+        Impact factor after each step: the price loans saw is the path's price times it.
     meta : dict
         Sizes, asset names, backend, liquidation mode, seed, threads, elapsed seconds.
     """
@@ -64,6 +74,11 @@ class SimulationResult:
             return arrays[name]
         if name in STEP_ARRAYS:
             raise AttributeError(f"{name} is only recorded with simulate(..., record_steps=True)")
+        if name in CASCADE_ARRAYS or name == "step_impact":
+            raise AttributeError(
+                f"{name} exists only for runs with impact, rules or crossings (the coupled kernel)"
+                + (" and record_steps=True" if name == "step_impact" else "")
+            )
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     def __repr__(self):
@@ -147,10 +162,25 @@ class SimulationResult:
             },
             "loans_called_on_any_path": int(np.count_nonzero(self.loan_margin_calls)),
             "loans_liquidated_on_any_path": int(np.count_nonzero(self.loan_liquidated)),
+            **self._cascade_summary(),
             "elapsed_seconds": elapsed,
             "loan_path_steps_per_second": work / elapsed if elapsed > 0 else float("nan"),
         }
         return out
+
+    def _cascade_summary(self):
+        if "path_cascade_rounds" not in self._arrays:
+            return {}
+        return {
+            "mean_cascade_rounds": float(self.path_cascade_rounds.mean()),
+            "max_cascade_rounds": int(self.path_cascade_rounds.max(initial=0)),
+            "mean_impact_drawdown": {
+                name: float(self.path_impact_drawdown[:, k].mean()) for k, name in enumerate(self.assets)
+            },
+            "mean_unsold_collateral": {
+                name: float(self.path_unsold_collateral[:, k].mean()) for k, name in enumerate(self.assets)
+            },
+        }
 
     # ------------------------------------------------------------------ tables and files
     def path_table(self):
@@ -160,6 +190,11 @@ class SimulationResult:
             table[name[len("path_"):]] = self._arrays[name]
         for k, asset in enumerate(self.assets):
             table[f"collateral_sold_{asset}"] = self.path_collateral_sold[:, k]
+        if "path_cascade_rounds" in self._arrays:
+            table["cascade_rounds"] = self.path_cascade_rounds
+            for k, asset in enumerate(self.assets):
+                table[f"impact_drawdown_{asset}"] = self.path_impact_drawdown[:, k]
+                table[f"unsold_collateral_{asset}"] = self.path_unsold_collateral[:, k]
         return table
 
     def loan_table(self):
@@ -208,6 +243,8 @@ class SimulationResult:
                     table[column] = self._arrays[name].ravel()
             for k, asset in enumerate(self.assets):
                 table[f"collateral_sold_{asset}"] = self.step_collateral_sold[:, :, k].ravel()
+                if "step_impact" in self._arrays:
+                    table[f"impact_{asset}"] = self.step_impact[:, :, k].ravel()
             written["steps.parquet"] = os.path.join(directory, "steps.parquet")
             _write_parquet(table, written["steps.parquet"])
         written["summary.json"] = os.path.join(directory, "summary.json")
@@ -230,6 +267,10 @@ class SimulationResult:
         arrays["path_collateral_sold"] = np.column_stack(
             [paths.column(f"collateral_sold_{a}").to_numpy() for a in meta["assets"]]
         )
+        if "cascade_rounds" in paths.column_names:
+            arrays["path_cascade_rounds"] = paths.column("cascade_rounds").to_numpy()
+            for name, column in (("path_impact_drawdown", "impact_drawdown"), ("path_unsold_collateral", "unsold_collateral")):
+                arrays[name] = np.column_stack([paths.column(f"{column}_{a}").to_numpy() for a in meta["assets"]])
         for name in LOAN_ARRAYS:
             arrays[name] = loans.column(name[len("loan_"):]).to_numpy()
         steps_file = os.path.join(directory, "steps.parquet")
@@ -242,6 +283,10 @@ class SimulationResult:
             arrays["step_collateral_sold"] = np.stack(
                 [steps.column(f"collateral_sold_{a}").to_numpy().reshape(shape) for a in meta["assets"]], axis=-1
             )
+            if f"impact_{meta['assets'][0]}" in steps.column_names:
+                arrays["step_impact"] = np.stack(
+                    [steps.column(f"impact_{a}").to_numpy().reshape(shape) for a in meta["assets"]], axis=-1
+                )
         return cls(arrays, meta)
 
 

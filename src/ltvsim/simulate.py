@@ -7,11 +7,15 @@ from . import _config, backends
 from ._threads import resolve_threads
 from ._validation import check_int, first_bad
 from .backends._args import KernelLoans, new_block_outputs
+from .backends._coupled_args import new_coupled_outputs
+from .cascade import coupled_options, needs_coupled_kernel
 from .book import LoanBook
 from .paths import PricePaths
 from .result import SimulationResult
 
-LIQUIDATION_MODES = ("full", "partial")
+LIQUIDATION_MODES = ("full", "partial", "close_factor")
+#: Per-path figures of the coupled kernel (only in results of runs that used it).
+CASCADE_PATH_ARRAYS = ("path_cascade_rounds", "path_impact_drawdown", "path_unsold_collateral")
 
 
 def simulate(
@@ -26,6 +30,9 @@ def simulate(
     path_block=None,
     path_offset=0,
     progress=False,
+    impact=None,
+    rules=None,
+    crossings=False,
 ):
     """Run every loan of ``book`` on every path of ``paths``.
 
@@ -36,8 +43,9 @@ def simulate(
     backend : {"auto", "cython", "numba", "numpy"}
         ``"auto"`` picks the fastest one available. All give the same counts, and money
         equal to 1e-9 relative (the two compiled ones agree to the last bit).
-    liquidation : {"full", "partial"}
-        Sell all collateral at liquidation, or just enough to restore the target LTV.
+    liquidation : {"full", "partial", "close_factor"}
+        Sell all collateral at liquidation, just enough to restore the target LTV, or
+        (Aave-style) repay at most ``rules.close_factor`` of the debt with a bonus.
     seed : int
         Seed of the counter-based top-up draws (>= 0, < 2**64).
     n_threads : int, optional
@@ -56,6 +64,22 @@ def simulate(
         gives exactly the result of one call on all paths.
     progress : bool
         Show a progress bar over path blocks on standard error.
+    impact : MarketImpact, optional
+        Forced sales move the price of their path: liquidations repeat in rounds within
+        a step (the deleveraging cascade) and sell at the average impacted price. None:
+        prices are exogenous (the core behaviour, exactly).
+    rules : LiquidationRules, optional
+        Close factor and bonus, dust threshold, per-step sale limit.
+    crossings : bool
+        Also liquidate loans whose price crossed their liquidation level between two
+        steps and came back, drawn with the Brownian-bridge probability under
+        ``paths.volatility`` (or each path's realised volatility).
+
+    With any of ``impact``, ``rules`` (a dust threshold or a sale limit), ``crossings``
+    or ``liquidation="close_factor"`` the run uses the coupled kernel (steps outermost,
+    paths in groups of 8); the result then also holds ``path_cascade_rounds``,
+    ``path_impact_drawdown``, ``path_unsold_collateral`` and, with ``record_steps``,
+    ``step_impact``.
 
     Returns
     -------
@@ -79,8 +103,12 @@ def simulate(
     if not isinstance(record_steps, (bool, np.bool_)):
         raise TypeError(f"record_steps must be True or False, got {record_steps!r}")
     check_assets(book, paths)
+    coupled = needs_coupled_kernel(liquidation, impact, rules, crossings)
+    asset_names = paths.assets or book.asset_names
+    options = (coupled_options(liquidation, impact, rules, crossings, paths.n_assets, asset_names, paths.dt)
+               if coupled else None)
     backend_name = backends.resolve(backend)
-    kernel = backends.load(backend_name)
+    kernel = backends.load_coupled(backend_name) if coupled else backends.load(backend_name)
     if path_block is None:
         path_block = default_path_block(paths.n_steps, paths.n_assets)
     path_block = check_int("path_block", path_block, minimum=1)
@@ -97,6 +125,11 @@ def simulate(
     step_fees = np.empty((n_paths, n_steps + 1)) if record_steps else None
     step_open_debt = np.empty((n_paths, n_steps + 1)) if record_steps else None
     step_collateral_value = np.empty((n_paths, n_steps + 1)) if record_steps else None
+    if coupled:
+        cascade_rounds = np.empty(n_paths, dtype=np.int64)
+        impact_drawdown = np.empty((n_paths, n_assets))
+        unsold = np.empty((n_paths, n_assets))
+        step_impact = np.empty((n_paths, n_steps + 1, n_assets)) if record_steps else None
 
     starts = range(0, n_paths, path_block)
     bar = _progress_bar(len(starts), progress)
@@ -106,9 +139,21 @@ def simulate(
             stop = min(start + path_block, n_paths)
             block = paths.kernel_block(start, stop)
             out = new_block_outputs(stop - start, n_steps, n_assets, record_steps, loan_outputs)
-            kernel.evaluate_block(
-                block, loans, seed, path_offset + start, liquidation == "partial", n_threads, out
-            )
+            if coupled:
+                block_options = options
+                if options.bridge:
+                    block_options = options._replace(bridge_variance=paths.step_variance(start, stop))
+                cascade = new_coupled_outputs(out, stop - start, n_steps, n_assets, record_steps)
+                kernel.evaluate_coupled(block, loans, block_options, seed, path_offset + start, n_threads, cascade)
+                cascade_rounds[start:stop] = cascade.path_rounds
+                impact_drawdown[start:stop] = cascade.path_drawdown.T
+                unsold[start:stop] = cascade.path_unsold.T
+                if record_steps:
+                    step_impact[start:stop] = cascade.step_impact.transpose(2, 0, 1)
+            else:
+                kernel.evaluate_block(
+                    block, loans, seed, path_offset + start, liquidation == "partial", n_threads, out
+                )
             path_money[:, start:stop] = out.path_money
             path_counts[:, start:stop] = out.path_counts
             path_sold[:, start:stop] = out.path_sold
@@ -135,6 +180,12 @@ def simulate(
         arrays["step_fees"] = step_fees
         arrays["step_open_debt"] = step_open_debt
         arrays["step_collateral_value"] = step_collateral_value
+    if coupled:
+        arrays["path_cascade_rounds"] = cascade_rounds
+        arrays["path_impact_drawdown"] = impact_drawdown
+        arrays["path_unsold_collateral"] = unsold
+        if record_steps:
+            arrays["step_impact"] = step_impact
     meta = {
         "n_loans": n_loans,
         "n_paths": n_paths,
@@ -148,8 +199,28 @@ def simulate(
         "path_offset": path_offset,
         "n_threads": n_threads,
         "elapsed_seconds": elapsed,
+        "kernel": "coupled" if coupled else "core",
+        "impact": None if impact is None else _impact_meta(impact),
+        "rules": None if rules is None else _rules_meta(rules),
+        "crossings": bool(crossings),
     }
     return SimulationResult(arrays, meta)
+
+
+def _impact_meta(impact):
+    return {k: _listify(getattr(impact, k)) for k in ("depth", "law", "depth_move", "permanent", "half_life", "max_rounds")}
+
+
+def _rules_meta(rules):
+    return {k: _listify(getattr(rules, k)) for k in ("close_factor", "full_close_health", "min_liquidation", "max_sell")}
+
+
+def _listify(value):
+    if isinstance(value, dict):
+        return {str(k): float(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [float(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def kernel_loans(book, dt):

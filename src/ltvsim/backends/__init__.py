@@ -29,6 +29,22 @@ def load(name):
     return importlib.import_module(_MODULES[name])
 
 
+_COUPLED_MODULES = {
+    "numpy": "ltvsim.backends._numpy_coupled",
+    "cython": "ltvsim.backends._cython_coupled",
+    "numba": "ltvsim.backends._numba_coupled",
+}
+
+
+def load_coupled(name):
+    """Import and return the coupled kernel (cascades, lenders' rules, crossings) of
+    backend ``name``: a module with ``evaluate_coupled(prices, loans, options, seed,
+    path_offset, n_threads, out)``."""
+    if name not in _COUPLED_MODULES:
+        raise ValueError(f"backend must be one of {['auto', *NAMES]}, got {name!r}")
+    return importlib.import_module(_COUPLED_MODULES[name])
+
+
 def available():
     """Names of the backends that load on this machine, fastest first."""
     names = []

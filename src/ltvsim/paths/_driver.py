@@ -66,6 +66,12 @@ class PathModel(ModelParams):
     def _fill(self, out, key, path0, antithetic, prepared, n_threads):
         raise NotImplementedError
 
+    def bridge_volatility(self):
+        """Annual volatility per asset that the paths carry for between-step crossings
+        (``PricePaths.volatility``), or None: the crossings then use each path's
+        realised volatility. Models whose steps are not Brownian leave it None."""
+        return None
+
     def _check_run(self, n_paths, n_steps, dt, seed, s0, antithetic, dtype):
         n_paths = check_int("n_paths", n_paths, minimum=1)
         n_steps = check_int("n_steps", n_steps, minimum=0)
@@ -111,7 +117,7 @@ class PathModel(ModelParams):
         out = np.empty((n_paths, n_steps + 1, self.n_assets), dtype=dtype)
         self._fill(out, np.uint64(seed_key(np.uint64(seed))), np.int64(path_offset), antithetic, prepared, n_threads)
         out[:, 0, :] = s0  # exactly today's price (the kernels start from exp(log s0))
-        return PricePaths(out, dt=dt, assets=self.assets, copy=False)
+        return PricePaths(out, dt=dt, assets=self.assets, copy=False, volatility=self.bridge_volatility())
 
     def stream(self, n_paths, n_steps, dt, *, seed=0, s0=None, antithetic=False, dtype=np.float64, n_threads=None, chunk_paths=None):
         """Yield the paths of :meth:`paths` chunk by chunk, in path order.
@@ -137,5 +143,5 @@ class PathModel(ModelParams):
             out = np.empty((n, n_steps + 1, self.n_assets), dtype=dtype)
             self._fill(out, key, np.int64(start), antithetic, prepared, n_threads)
             out[:, 0, :] = s0
-            yield PricePaths(out, dt=dt, assets=self.assets, copy=False)
+            yield PricePaths(out, dt=dt, assets=self.assets, copy=False, volatility=self.bridge_volatility())
             del out

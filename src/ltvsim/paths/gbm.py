@@ -26,6 +26,10 @@ class GBMParams(PathModel):
     )
     matrices = ("corr",)
 
+    def bridge_volatility(self):
+        """GBM's own sigma: between two steps its log price is a Brownian bridge."""
+        return self.sigma
+
     def _prepare(self, s0, dt):
         chol = cholesky_of_correlation(self.corr, self.n_assets)
         drift = (self.mu - 0.5 * self.sigma**2) * dt
