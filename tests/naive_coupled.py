@@ -18,8 +18,9 @@ Per path, step t = 0 .. T:
   A liquidation puts up an order (sized at S) instead of selling at once.
 * Clearing, per asset: requested units R (summed over the loans of a chunk in loan
   order, then over chunks in order); fill share phi = 1 when R fits the step's remaining
-  sale limit, else remaining / R; impact delta = depth_move * (phi R S / depth) (linear)
-  or depth_move * sqrt(...) (square root); sales execute at X = S * slippage(delta);
+  sale limit, else remaining / R; impact delta = depth_move * (phi R raw / depth) (linear)
+  or depth_move * sqrt(...) (square root), the notional valued at the path's own
+  (unimpacted) price raw; sales execute at X = S * slippage(delta);
   permanent += share * delta, transient += (1 - share) * delta.
 * Sweep k >= 2, loans in order: settle the previous round's order at X with its fill
   share; then, while k <= max_rounds, a loan that has not acted this step (no order, no
@@ -176,7 +177,9 @@ def _one_path(p, raw, terms, o, seed, loan_chunk, n_steps, n_assets, out):
                     fill[a] = room / total[a] if room > 0.0 else 0.0
                     filled = total[a] * fill[a]
                 sold_in_step[a] = sold_in_step[a] + filled
-                ratio = filled * price[a] / depth[a]
+                # Notional at the path's own (unimpacted) price: impact grows with the units
+                # sold, so less depth can only mean lower prices (monotone cascades).
+                ratio = filled * raw[t][a] / depth[a]
                 delta = move[a] * (math.sqrt(ratio) if sqrt_law[a] else ratio)
                 execution[a] = price[a] * slippage_factor(delta, sqrt_law[a])
                 permanent[a] = permanent[a] + share[a] * delta
