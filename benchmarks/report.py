@@ -17,7 +17,8 @@ def main(path):
         if "loan_path_steps" not in info:
             continue
         rate = info["loan_path_steps"] / bench["stats"]["min"] / 1e6
-        rows.append((info["book"], info["backend"], info["n_threads"], info["n_loans"], rate))
+        book = info["book"] + (f" ({info['kernel']})" if "kernel" in info else "")
+        rows.append((book, info["backend"], info["n_threads"], info["n_loans"], rate))
     machine = data["machine_info"]
     print(f"Machine: {machine.get('cpu', {}).get('brand_raw', '?')}, "
           f"{machine.get('usable_cores', '?')} usable cores; {data['datetime']}")
