@@ -56,8 +56,9 @@ from ._threads import resolve_threads
 from ._validation import check_int, check_positive_float
 from .book import FIELDS, LoanBook
 from .paths.params import ModelParams
-from .result import LOAN_ARRAYS, PATH_ARRAYS, STEP_ARRAYS, SimulationResult
-from .simulate import LIQUIDATION_MODES, check_assets, simulate
+from .result import CASCADE_ARRAYS, LOAN_ARRAYS, PATH_ARRAYS, STEP_ARRAYS, SimulationResult
+from .cascade import coupled_options, needs_coupled_kernel
+from .simulate import LIQUIDATION_MODES, check_assets, impact_meta, rules_meta, simulate
 
 #: Version of the checkpoint layout (manifest and block files).
 FORMAT = 1
@@ -83,6 +84,9 @@ class BlockSpec(NamedTuple):
     n_threads: object  # int or None (a cluster worker then uses its own cores)
     record_steps: bool
     path_block: object  # int or None: paths per kernel call inside simulate()
+    impact: object = None  # MarketImpact or None
+    rules: object = None  # LiquidationRules or None
+    crossings: bool = False
 
 
 # ---------------------------------------------------------------------- one block
@@ -103,7 +107,7 @@ def evaluate_block(book, model, spec, start, stop, progress=False):
     result = simulate(
         book, paths, backend=spec.backend, liquidation=spec.liquidation, seed=spec.seed,
         n_threads=spec.n_threads, record_steps=spec.record_steps, path_block=spec.path_block,
-        path_offset=start, progress=progress,
+        path_offset=start, progress=progress, impact=spec.impact, rules=spec.rules, crossings=spec.crossings,
     )
     del paths
     return {
@@ -114,6 +118,15 @@ def evaluate_block(book, model, spec, start, stop, progress=False):
 
 
 # ---------------------------------------------------------------------- merging
+def result_names(record_steps, coupled, loans=True):
+    """Names of the arrays of a block's result (per-loan ones too when ``loans``)."""
+    names = PATH_ARRAYS + (CASCADE_ARRAYS if coupled else ())
+    if record_steps:
+        names += STEP_ARRAYS + (("step_impact",) if coupled else ())
+    return names + (LOAN_ARRAYS if loans else ())
+
+
+
 class Merger:
     """Merges block results in block order, holding O(loans) running sums.
 
@@ -122,13 +135,13 @@ class Merger:
     is accumulated as ``total += block`` in that order (see the module's design note).
     """
 
-    def __init__(self, n_loans, record_steps):
+    def __init__(self, n_loans, record_steps, coupled=False):
         self.loan = {
             "loan_loss": np.zeros(n_loans),
             "loan_margin_calls": np.zeros(n_loans, dtype=np.int64),
             "loan_liquidated": np.zeros(n_loans, dtype=np.int64),
         }
-        self.names = PATH_ARRAYS + (STEP_ARRAYS if record_steps else ())
+        self.names = result_names(record_steps, coupled, loans=False)
         self.parts = {name: [] for name in self.names}
         self.n_blocks = 0
 
@@ -161,7 +174,7 @@ def merge_results(results):
         raise ValueError("merge_results needs at least one result")
     first = results[0].meta
     offset = first.get("path_offset", 0)
-    merger = Merger(first["n_loans"], "step_loss" in results[0].arrays)
+    merger = Merger(first["n_loans"], "step_loss" in results[0].arrays, "path_cascade_rounds" in results[0].arrays)
     for k, r in enumerate(results):
         m = r.meta
         if m["n_loans"] != first["n_loans"] or m["n_steps"] != first["n_steps"]:
@@ -216,6 +229,10 @@ class CheckpointStore:
         self.identity = identity
         self.manifest = manifest
         self.run_key = manifest["run_key"]
+        # Runs with impact, rules or crossings hold the coupled kernel's arrays too.
+        self.coupled = needs_coupled_kernel(
+            identity["liquidation"], identity.get("impact"), identity.get("rules"), identity.get("crossings", False)
+        )
 
     # ---- opening -------------------------------------------------------------------
     def completed_result(self):
@@ -307,7 +324,7 @@ class CheckpointStore:
             return "belongs to another run"
         if (info.get("index"), info.get("start"), info.get("stop")) != (index, start, stop):
             return f"holds block {info.get('index')} (paths {info.get('start')}..{info.get('stop')})"
-        expected = set(PATH_ARRAYS + LOAN_ARRAYS + (STEP_ARRAYS if record_steps else ()))
+        expected = set(result_names(record_steps, self.coupled))
         if set(arrays) != expected:
             return f"has arrays {sorted(arrays)}, expected {sorted(expected)}"
         if _sha256_arrays(arrays) != info.get("sha256"):
@@ -380,6 +397,9 @@ def run_batch(
     max_in_flight=None,
     on_block=None,
     run_info=None,
+    impact=None,
+    rules=None,
+    crossings=False,
 ):
     """Run ``book`` on ``n_paths`` paths of ``model``, block by block, in bounded memory.
 
@@ -426,6 +446,10 @@ def run_batch(
         ``computed`` is False for a block reused from ``out_dir``.
     run_info : dict, optional
         JSON-serialisable description stored as ``meta["run"]`` (e.g. the book source).
+    impact, rules, crossings
+        Market impact, lenders' rules and between-step crossings, as in
+        :func:`ltvsim.simulate` (part of the run's identity: a resume with other
+        options is refused).
 
     Returns
     -------
@@ -455,8 +479,13 @@ def run_batch(
         path_block = check_int("path_block", path_block, minimum=1)
     backend_name = backends.resolve(backend)
     backends.load(backend_name)
-    # Fail on mismatched assets now, not in the first block (or on a worker).
-    check_assets(book, model.paths(1, 0, dt, seed=seed, n_threads=1))
+    # Fail on mismatched assets and bad options now, not in the first block (or on a worker).
+    probe = model.paths(1, 0, dt, seed=seed, n_threads=1)
+    check_assets(book, probe)
+    coupled = needs_coupled_kernel(liquidation, impact, rules, crossings)
+    if coupled:
+        coupled_options(liquidation, impact, rules, crossings, probe.n_assets, probe.assets or book.asset_names, dt)
+        backends.load_coupled(backend_name)
     if out_dir is not None:
         import importlib.util
 
@@ -467,7 +496,7 @@ def run_batch(
 
     began = time.perf_counter()
     spec = BlockSpec(n_steps, dt, seed, bool(antithetic), liquidation, backend_name, n_threads,
-                     bool(record_steps), path_block)
+                     bool(record_steps), path_block, impact, rules, bool(crossings))
     identity = {
         "format": FORMAT,
         "ltvsim": _version(),
@@ -483,6 +512,9 @@ def run_batch(
         "liquidation": liquidation,
         "record_steps": bool(record_steps),
         "block_paths": block_paths,
+        "impact": None if impact is None else impact_meta(impact),
+        "rules": None if rules is None else rules_meta(rules),
+        "crossings": bool(crossings),
         # Compiled backends agree bit for bit; the NumPy reference to 1e-9.
         "arithmetic": "numpy" if backend_name == "numpy" else "compiled",
     }
@@ -507,7 +539,7 @@ def run_batch(
             return done
         store.open()
 
-    merger = Merger(len(book), record_steps)
+    merger = Merger(len(book), record_steps, coupled)
     stats = {"computed": [], "resumed": [], "paths_seconds": 0.0, "simulate_seconds": 0.0}
     bar = _progress_bar(bounds, store, progress)
 
@@ -541,6 +573,10 @@ def run_batch(
         "assets": list(model.assets),
         "backend": backend_name,
         "liquidation": liquidation,
+        "kernel": "coupled" if coupled else "core",
+        "impact": identity["impact"],
+        "rules": identity["rules"],
+        "crossings": bool(crossings),
         "seed": seed,
         "path_offset": 0,
         "n_threads": n_threads,

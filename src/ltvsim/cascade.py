@@ -132,10 +132,15 @@ class LiquidationRules:
 
 
 def needs_coupled_kernel(liquidation, impact, rules, crossings):
-    """Whether a run needs the coupled kernel rather than the core one."""
+    """Whether a run needs the coupled kernel rather than the core one (``rules`` may be a
+    :class:`LiquidationRules` or its description as a dict)."""
     if impact is not None or crossings or liquidation == "close_factor":
         return True
-    return rules is not None and (rules.min_liquidation > 0 or rules.max_sell is not None)
+    if rules is None:
+        return False
+    if isinstance(rules, dict):
+        return rules.get("min_liquidation", 0.0) > 0 or rules.get("max_sell") is not None
+    return rules.min_liquidation > 0 or rules.max_sell is not None
 
 
 def coupled_options(liquidation, impact, rules, crossings, n_assets, asset_names, dt):

@@ -200,18 +200,20 @@ def simulate(
         "n_threads": n_threads,
         "elapsed_seconds": elapsed,
         "kernel": "coupled" if coupled else "core",
-        "impact": None if impact is None else _impact_meta(impact),
-        "rules": None if rules is None else _rules_meta(rules),
+        "impact": None if impact is None else impact_meta(impact),
+        "rules": None if rules is None else rules_meta(rules),
         "crossings": bool(crossings),
     }
     return SimulationResult(arrays, meta)
 
 
-def _impact_meta(impact):
+def impact_meta(impact):
+    """A JSON-friendly description of a :class:`MarketImpact` (result meta, run identity)."""
     return {k: _listify(getattr(impact, k)) for k in ("depth", "law", "depth_move", "permanent", "half_life", "max_rounds")}
 
 
-def _rules_meta(rules):
+def rules_meta(rules):
+    """A JSON-friendly description of a :class:`LiquidationRules`."""
     return {k: _listify(getattr(rules, k)) for k in ("close_factor", "full_close_health", "min_liquidation", "max_sell")}
 
 
