@@ -48,6 +48,7 @@ RUN_DEFAULTS = {
     "out": None,
     "keep_blocks": False,
     "scheduler": None,
+    "crossings": False,
 }
 
 #: Command-line option -> (config table, key) it overrides.
@@ -63,6 +64,12 @@ OVERRIDES = {
     "keep_blocks": ("run", "keep_blocks"),
     "scheduler": ("run", "scheduler"),
     "record_steps": ("run", "record_steps"),
+    "crossings": ("run", "crossings"),
+    "impact_depth": ("impact", "depth"),
+    "impact_law": ("impact", "law"),
+    "max_sell": ("rules", "max_sell"),
+    "min_liquidation": ("rules", "min_liquidation"),
+    "close_factor": ("rules", "close_factor"),
     "loans": ("book", "loans"),
     "quiet": ("report", "quiet"),
 }
@@ -109,7 +116,8 @@ def build_parser():
     run.add_argument("--threads", type=int, default=None,
                      help="threads of the compiled backends (default: OMP_NUM_THREADS or every usable core)")
     run.add_argument("--liquidation", choices=LIQUIDATION_MODES, default=None,
-                     help="sell all collateral, or just enough to restore the target LTV (default full)")
+                     help="sell all collateral, just enough to restore the target LTV, or (close_factor) "
+                          "repay at most --close-factor of the debt with the fee as bonus, as Aave (default full)")
     run.add_argument("--book", metavar="FILE", default=None,
                      help="read the loan book from a .csv or .parquet file instead of building a synthetic one")
     run.add_argument("--out", metavar="DIR", default=None,
@@ -125,6 +133,19 @@ def build_parser():
     run.add_argument("--record-steps", action="store_true", default=None,
                      help="also keep, per path and step, collateral sold, loss, fees, and the open book's "
                           "debt and collateral value (written by --out)")
+    cascade = run.add_argument_group("cascades and lenders' rules (docs/cascades.md; any of them runs the coupled kernel)")
+    cascade.add_argument("--impact-depth", type=_per_asset, default=None, metavar="USD|ASSET=USD,...",
+                         help="market impact on: the notional that moves each price by 2%%, e.g. BTC=2e9,ETH=5e8")
+    cascade.add_argument("--impact-law", choices=("sqrt", "linear"), default=None,
+                         help="impact of a round's sold notional (default sqrt)")
+    cascade.add_argument("--crossings", action="store_true", default=None,
+                         help="also liquidate loans whose price crossed their liquidation level between two steps")
+    cascade.add_argument("--max-sell", type=_per_asset, default=None, metavar="UNITS|ASSET=UNITS,...",
+                         help="collateral units liquidations may sell per path and step; the rest waits")
+    cascade.add_argument("--min-liquidation", type=float, default=None, metavar="USD",
+                         help="dust threshold: a partial sale repaying or leaving less closes the loan in full")
+    cascade.add_argument("--close-factor", type=float, default=None, metavar="SHARE",
+                         help="with --liquidation close_factor: share of the debt one liquidation repays (0.5)")
     run.add_argument("--quiet", action="store_true", default=None,
                      help="print the summary only: no progress messages or progress bar")
     run.add_argument("--report", action="store_true", default=False,
@@ -235,7 +256,8 @@ def settings(args):
            "seed": DEFAULT_RUN["seed"], **config.get("run", {})}
     book = {"loans": DEFAULT_RUN["loans"], **config.get("book", {})}
     report = {"level": LEVEL, "quiet": False, **config.get("report", {})}
-    tables = {"run": run, "book": book, "report": report}
+    impact, rules = dict(config.get("impact", {})), dict(config.get("rules", {}))
+    tables = {"run": run, "book": book, "report": report, "impact": impact, "rules": rules}
     for option, (table, key) in OVERRIDES.items():
         value = getattr(args, option)
         if value is not None:
@@ -243,12 +265,28 @@ def settings(args):
     if args.book is not None:  # a book file on the command line replaces the config's book
         book.clear()
         book["file"] = args.book
+    if impact and "depth" not in impact:
+        raise ValueError("--impact-law needs --impact-depth (or [impact] depth in the config)")
+    run["impact"], run["rules"] = impact, rules
     return run, book, config.get("market", {}), report
+
+
+def _per_asset(text):
+    """``2e9`` or ``BTC=2e9,ETH=5e8`` -> a number or a dict by asset."""
+    import argparse
+
+    try:
+        if "=" not in text:
+            return float(text)
+        pairs = [item.split("=", 1) for item in text.split(",") if item]
+        return {name.strip(): float(value) for name, value in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number or ASSET=NUMBER,ASSET=NUMBER") from None
 
 
 def _run(args):
     from .batch import run_batch
-    from .config import build_book, build_model
+    from .config import build_book, build_impact, build_model, build_rules
 
     run, book_table, market, report = settings(args)
     say = _status(report["quiet"])
@@ -297,7 +335,8 @@ def _run(args):
             block_paths=run["block_paths"], liquidation=run["liquidation"], backend=run["backend"],
             n_threads=run["threads"], record_steps=run["record_steps"], antithetic=run["antithetic"],
             out_dir=out, keep_blocks=run["keep_blocks"], progress=not report["quiet"], client=client,
-            run_info=run_info,
+            run_info=run_info, impact=build_impact(run["impact"]), rules=build_rules(run["rules"]),
+            crossings=run["crossings"],
         )
     finally:
         if client is not None:
@@ -387,6 +426,13 @@ def format_summary(summary, result, book_seconds, paths_seconds, total_seconds, 
             for k, asset in enumerate(s["assets"])
         )
         lines.append(f"  busiest step (mean sold)  {busiest}")
+    if "mean_cascade_rounds" in s:
+        drawdown = "  ".join(f"{a} {v:.2%}" for a, v in s["mean_impact_drawdown"].items())
+        lines.append(f"  cascade rounds         mean {s['mean_cascade_rounds']:.2f}, most {s['max_cascade_rounds']}")
+        lines.append(f"  impact drawdown (mean) {drawdown}")
+        if any(v > 0 for v in s["mean_unsold_collateral"].values()):
+            unsold = "  ".join(f"{a} {v:,.4f}" for a, v in s["mean_unsold_collateral"].items())
+            lines.append(f"  unsold at horizon      {unsold}")
     lines += [
         "",
         f"Time: book {book_seconds:.2f} s, paths {paths_seconds:.2f} s, "

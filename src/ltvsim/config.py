@@ -9,7 +9,9 @@ each key):
 * ``[market]``: the price model, given inline (``model = "gbm"`` and its parameters, as
   :meth:`ltvsim.paths.ModelParams.save` writes them), as a ``params`` file, or
   calibrated on daily price history (``calibrate = "gbm"`` and ``history``);
-* ``[report]``: the VaR / ES level and ``quiet``.
+* ``[report]``: the VaR / ES level and ``quiet``;
+* ``[impact]``: market impact of forced sales (:class:`ltvsim.MarketImpact`; present =
+  on), and ``[rules]``: lenders' liquidation rules (:class:`ltvsim.LiquidationRules`).
 
 Every key is declared below with its check, so an unknown key or a bad value is
 reported with the file, the table and the key. Relative file names in a config are
@@ -99,6 +101,23 @@ def file_path(value):
     return text(value)  # resolved against the config's directory afterwards
 
 
+def per_asset_amount(value):
+    if isinstance(value, bool):
+        raise _Bad("must be a number > 0 or a table {BTC = ..., ETH = ...}")
+    if isinstance(value, (int, float)) and value > 0:
+        return float(value)
+    if isinstance(value, dict) and value and all(
+            not isinstance(v, bool) and isinstance(v, (int, float)) and v > 0 for v in value.values()):
+        return {k: float(v) for k, v in value.items()}
+    raise _Bad("must be a number > 0 or a table {BTC = ..., ETH = ...} of numbers > 0")
+
+
+def nonnegative_number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise _Bad("must be a finite number >= 0")
+    return float(value)
+
+
 def history_sources(value):
     if isinstance(value, str) and value:
         return value
@@ -127,6 +146,7 @@ SCHEMA = {
         "out": (file_path, "output directory: checkpoint (resume) and result files"),
         "keep_blocks": (boolean, "keep the checkpoint files after the result is written"),
         "scheduler": (text, "dask.distributed scheduler address, e.g. tcp://10.0.0.5:8786"),
+        "crossings": (boolean, "also liquidate on crossings between steps (Brownian bridge)"),
     },
     "book": {
         "file": (file_path, "a .csv or .parquet book instead of a synthetic one"),
@@ -149,6 +169,20 @@ SCHEMA = {
     "report": {
         "level": (level, "level of the VaR and ES shown"),
         "quiet": (boolean, "print the summary only"),
+    },
+    "impact": {
+        "depth": (per_asset_amount, "notional (quote) that moves the log price by depth_move, by asset"),
+        "law": (one_of("sqrt", "linear"), "impact of a round's notional: square-root or linear"),
+        "depth_move": (positive_number, "log-price move of selling depth (default 0.02)"),
+        "permanent": (fraction, "share of impact that never decays (default 0.5)"),
+        "half_life_days": (positive_number, "half-life of the rest, in days (default 1; omit with permanent = 1)"),
+        "max_rounds": (integer(1), "liquidation rounds per step (default 10)"),
+    },
+    "rules": {
+        "close_factor": (fraction, "liquidation = close_factor: share of debt one liquidation repays (0.5)"),
+        "full_close_health": (fraction, "health factor at or below which all debt may be repaid (0.95)"),
+        "min_liquidation": (nonnegative_number, "dust threshold in quote currency (0: off)"),
+        "max_sell": (per_asset_amount, "units of collateral sellable per path and step, by asset"),
     },
 }
 
@@ -214,6 +248,8 @@ def load_config(path):
             checked[key] = value
         out[table] = checked
     _check_market_mode(out["market"], path)
+    if out["impact"] and "depth" not in out["impact"]:
+        raise ConfigError(f"{path}: [impact] needs depth = ... (a number, or a table by asset)")
     if "file" in out["book"]:
         extra = sorted(set(out["book"]) - {"file"})
         if extra:
@@ -272,6 +308,33 @@ def build_model(market, default, source="[market]"):
         raise ConfigError(f"{source}: {_text(exc)}") from None
 
 
+def build_impact(table, source="[impact]"):
+    """The :class:`ltvsim.MarketImpact` of a checked ``[impact]`` table (None if empty)."""
+    from .cascade import MarketImpact
+
+    if not table:
+        return None
+    options = {k: table[k] for k in ("law", "depth_move", "permanent", "max_rounds") if k in table}
+    if "half_life_days" in table:
+        options["half_life"] = table["half_life_days"] / 365.0
+    try:
+        return MarketImpact(depth=table["depth"], **options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def build_rules(table, source="[rules]"):
+    """The :class:`ltvsim.LiquidationRules` of a checked ``[rules]`` table (None if empty)."""
+    from .cascade import LiquidationRules
+
+    if not table:
+        return None
+    try:
+        return LiquidationRules(**table)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
 def build_book(book, model, seed, source="[book]"):
     """The loan book of a checked ``[book]`` table on ``model``'s assets.
 
@@ -297,4 +360,4 @@ def _text(exc):
     return exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
-__all__ = ["ConfigError", "SCHEMA", "build_book", "build_model", "load_config"]
+__all__ = ["ConfigError", "SCHEMA", "build_book", "build_impact", "build_model", "build_rules", "load_config"]
