@@ -1,4 +1,4 @@
-"""Build the Cython kernel, with OpenMP where the compiler supports it.
+"""Build the Cython kernels (core and coupled), with OpenMP where the compiler supports it.
 
 Environment switches
 --------------------
@@ -83,15 +83,17 @@ directives = {
     "cdivision": True,
 }
 
+# The core kernel and the coupled kernel (cascades), with the same flags.
 extensions = [
     Extension(
-        "ltvsim.backends._cython_kernel",
-        ["src/ltvsim/backends/_cython_kernel.pyx"],
+        f"ltvsim.backends.{name}",
+        [f"src/ltvsim/backends/{name}.pyx"],
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     )
+    for name in ("_cython_kernel", "_cython_coupled")
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))

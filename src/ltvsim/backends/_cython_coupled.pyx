@@ -1,0 +1,939 @@
+# cython: language_level=3
+"""The coupled kernel (market impact, cascades, lenders' rules, crossings) in Cython
+(OpenMP ``prange``, ``nogil``).
+
+The slow, obvious version is ``tests/naive_coupled.py``: this file computes exactly the
+same numbers, in the same order of floating-point operations, and the numba kernel
+(``_numba_coupled.py``) is the same design, name for name.
+
+Why it is built this way:
+
+* Loans of one path interact through its price, so steps are outermost. Paths run in
+  groups of ``COUPLED_GROUP``; a group's state is ``[n_loans, COUPLED_GROUP]`` per field
+  (never loans x paths).
+* Per step: sweep 1 (``_sweep_first``) runs the core rules on every loan at the step's
+  opening price; then, while some path of the group has orders, the clearing
+  (``_clear``: fill share, impact, slippage, execution price) runs serially per path and
+  asset, and the next sweep (``_sweep_next``) settles the orders and looks for new
+  liquidations at the impacted price. Sweeps run in parallel over fixed loan chunks of
+  ``LOAN_CHUNK``; each chunk writes only its own loans' state and its own accumulators,
+  which are reduced serially in chunk order, so no bit depends on the thread count.
+* Pristine skipping: a loan no path of the group has touched (every path open, no call,
+  initial collateral, debt on the shared schedule ``D0 * g * g ...``) is skipped when the
+  group's lowest price is above the core's conservative guard threshold (and, with
+  crossings, when no crossing draw can succeed); the first time it is not skipped its
+  state rows are initialised and it is evaluated exactly from then on.
+
+Built with ``-ffp-contract=off`` (no fused multiply-add), and ``exp``, ``expm1``, ``log``
+and ``sqrt`` are libm's, the functions Python's ``math`` module calls: the results are
+those of the naive reference to the last bit.
+"""
+from cython.parallel cimport prange
+from libc.math cimport exp, expm1, log, sqrt
+from libc.string cimport memset
+cimport numpy as cnp
+
+import numpy as np
+
+from .. import _config as cfg
+from .._rng import MASK64, mix64
+from . import _coupled_args as _ca
+
+ctypedef unsigned long long u64
+ctypedef cnp.int64_t i64
+ctypedef cnp.int8_t i8
+
+cdef enum:
+    # A loan path's status and the kind of its order.
+    OPEN = 0
+    LIQUIDATING = 1
+    CLOSED = 2
+    ORDER_NONE = 0
+    ORDER_FULL = 1
+    ORDER_PART = 2
+    MODE_FULL = 0
+    MODE_PARTIAL = 1
+    MODE_CLOSE_FACTOR = 2
+    NO_STEP = -1
+    # Per-path money and count accumulators.
+    LOSS = 0
+    FEES = 1
+    INTEREST = 2
+    PRINCIPAL = 3
+    RESIDUAL = 4
+    PROCEEDS = 5
+    DEBT_CLOSED = 6
+    UNREALISED = 7
+    N_MONEY = 8
+    CALLS = 0
+    LIQUIDATIONS = 1
+    FULL_LIQUIDATIONS = 2
+    TOPUPS = 3
+    N_COUNTS = 4
+    # Per-step money accumulators (record mode).
+    STEP_LOSS = 0
+    STEP_FEES = 1
+    STEP_OPEN_DEBT = 2
+    STEP_COLLATERAL_VALUE = 3
+    N_STEP_MONEY = 4
+    # Paths per group.
+    G = 8
+
+# The enum above must match the shared configuration.
+assert (LOSS, FEES, INTEREST, PRINCIPAL, RESIDUAL, PROCEEDS, DEBT_CLOSED, UNREALISED) == tuple(range(cfg.N_MONEY))
+assert N_MONEY == cfg.N_MONEY and N_COUNTS == cfg.N_COUNTS and N_STEP_MONEY == cfg.N_STEP_MONEY
+assert (CALLS, LIQUIDATIONS, FULL_LIQUIDATIONS, TOPUPS) == (cfg.CALLS, cfg.LIQUIDATIONS, cfg.FULL_LIQUIDATIONS, cfg.TOPUPS)
+assert (STEP_LOSS, STEP_FEES, STEP_OPEN_DEBT, STEP_COLLATERAL_VALUE) == (
+    cfg.STEP_LOSS, cfg.STEP_FEES, cfg.STEP_OPEN_DEBT, cfg.STEP_COLLATERAL_VALUE)
+assert (OPEN, LIQUIDATING, CLOSED) == (_ca.COUPLED_OPEN, _ca.COUPLED_LIQUIDATING, _ca.COUPLED_CLOSED)
+assert (ORDER_NONE, ORDER_FULL, ORDER_PART) == (_ca.ORDER_NONE, _ca.ORDER_FULL, _ca.ORDER_PART)
+assert (MODE_FULL, MODE_PARTIAL, MODE_CLOSE_FACTOR) == (_ca.MODE_FULL, _ca.MODE_PARTIAL, _ca.MODE_CLOSE_FACTOR)
+assert G == _ca.COUPLED_GROUP and NO_STEP == cfg.NO_STEP
+
+cdef Py_ssize_t LOAN_CHUNK = cfg.LOAN_CHUNK
+cdef double MARGIN = cfg.GUARD_MARGIN
+cdef double TINY = cfg.GUARD_TINY
+cdef double HUGE = cfg.GUARD_HUGE
+cdef double BRIDGE_REACH = _ca.BRIDGE_REACH
+cdef double INF = float("inf")
+cdef u64 GOLDEN = 0x9E3779B97F4A7C15ULL
+cdef u64 MIX1 = 0xBF58476D1CE4E5B9ULL
+cdef u64 MIX2 = 0x94D049BB133111EBULL
+cdef u64 BRIDGE_STEP_BIT = 1ULL << 63
+cdef double TO_UNIT = 2.0 ** -53
+
+
+cdef struct Kernel:
+    # Everything a sweep reads or writes: set up once, the step fields between sweeps.
+    Py_ssize_t n_loans
+    Py_ssize_t n_assets
+    Py_ssize_t n_steps
+    Py_ssize_t n_paths
+    Py_ssize_t n_step_rows   # n_steps + 1 in record mode, else 0
+    bint record
+    # Loan terms [n_loans].
+    const i64* asset
+    const double* collateral0
+    const double* debt0
+    const double* growth
+    const double* m
+    const double* l
+    const double* tau
+    const i64* cure
+    const double* fee
+    const double* topup_prob
+    u64 seed_key
+    i64 path_offset
+    # Options.
+    int mode
+    double close_factor
+    double full_close_ltv
+    double min_liquidation
+    bint bridge
+    const double* bridge_variance  # [n_assets, n_steps + 1, n_paths]
+    # Group state [n_loans, G] and per loan [n_loans].
+    i8* status
+    double* collateral
+    double* debt
+    double* principal
+    i64* call_start
+    i64* topup_due
+    double* order
+    i8* order_kind
+    i8* pending
+    i8* acted
+    i8* had_call
+    i8* had_liquidation
+    double* loss
+    i8* touched
+    double* schedule_debt
+    # Per-chunk accumulators.
+    double* acc_money       # [n_chunks, N_MONEY, G]
+    i64* acc_counts         # [n_chunks, N_COUNTS, G]
+    double* acc_sold        # [n_chunks, n_assets, G]
+    double* acc_requested   # [n_chunks, n_assets, G]
+    double* acc_unsold      # [n_chunks, n_assets, G]
+    double* acc_step_sold   # [n_chunks, n_step_rows, n_assets, G]
+    double* acc_step_money  # [n_chunks, N_STEP_MONEY, n_step_rows, G]
+    # Per-loan outputs (persist across blocks).
+    double* loan_loss
+    i64* loan_calls
+    i64* loan_liquidated
+    # The group and step being swept.
+    Py_ssize_t group_start
+    Py_ssize_t n_group
+    i64 t
+    bint decide
+    double* price           # [n_assets, G]: the price loans see now
+    double* previous_price  # [n_assets, G]: the previous step's final price
+    double* fill            # [n_assets, G]: this round's fill share
+    double* execution       # [n_assets, G]: this round's execution price
+    i8* active              # [G]: path still clearing rounds this step
+    double* low             # [n_assets]: lowest price over the paths swept
+    double* low_both        # [n_assets]: lowest of price and previous price (sweep 1)
+    double* reach           # [n_assets]: crossing factor exp(sqrt(REACH * max variance))
+
+
+cdef struct Accumulators:
+    # One chunk's rows of the accumulators.
+    double* money
+    i64* counts
+    double* sold
+    double* requested
+    double* unsold
+    double* step_sold
+    double* step_money
+
+
+cdef inline Accumulators _chunk_accumulators(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
+    cdef Accumulators acc
+    acc.money = k.acc_money + chunk * N_MONEY * G
+    acc.counts = k.acc_counts + chunk * N_COUNTS * G
+    acc.sold = k.acc_sold + chunk * k.n_assets * G
+    acc.requested = k.acc_requested + chunk * k.n_assets * G
+    acc.unsold = k.acc_unsold + chunk * k.n_assets * G
+    acc.step_sold = k.acc_step_sold + chunk * k.n_step_rows * k.n_assets * G
+    acc.step_money = k.acc_step_money + chunk * N_STEP_MONEY * k.n_step_rows * G
+    return acc
+
+
+cdef inline u64 _mix64(u64 x) noexcept nogil:
+    cdef u64 z = x + GOLDEN
+    z = (z ^ (z >> 30)) * MIX1
+    z = (z ^ (z >> 27)) * MIX2
+    return z ^ (z >> 31)
+
+
+cdef inline double _uniform(u64 loan_key, i64 path, i64 step) noexcept nogil:
+    """Counter-based uniform in [0, 1) for (loan key, path, step); see ``ltvsim._rng``."""
+    cdef u64 h = _mix64(_mix64(loan_key ^ <u64>path) ^ <u64>step)
+    return <double>(h >> 11) * TO_UNIT
+
+
+cdef inline double _bridge_uniform(u64 loan_key, i64 path, i64 step) noexcept nogil:
+    """The crossing draw in (0, 1), never 0; see ``ltvsim._rng.bridge_uniform``."""
+    cdef u64 h = _mix64(_mix64(loan_key ^ <u64>path) ^ (<u64>step | BRIDGE_STEP_BIT))
+    return <double>((h >> 11) | 1) * TO_UNIT
+
+
+cdef inline double _guard_threshold(double debt_t, double collateral, double ltv_collateral) noexcept nogil:
+    """Price above which a pristine path's LTV is provably below the LTV level of
+    ``ltv_collateral`` (collateral * that level); the core kernels' test."""
+    cdef double threshold = debt_t / ltv_collateral
+    if not (TINY <= debt_t <= HUGE and TINY <= threshold <= HUGE):
+        return INF
+    if not (TINY <= collateral * threshold <= HUGE):
+        return INF
+    return threshold * (1.0 + MARGIN)
+
+
+cdef inline double _pristine_threshold(double debt_t, double collateral, double level) noexcept nogil:
+    """``_guard_threshold`` with the magnitude checks of ``level`` and its collateral."""
+    cdef double level_collateral = collateral * level
+    if not (TINY <= level <= HUGE and TINY <= collateral <= HUGE
+            and TINY <= level_collateral <= HUGE):
+        return INF
+    return _guard_threshold(debt_t, collateral, level_collateral)
+
+
+cdef inline double slippage_factor(double delta, i64 sqrt_law) noexcept nogil:
+    """``_coupled_args.slippage_factor``: the same expressions in the same order."""
+    if delta <= 0.0:
+        return 1.0
+    if sqrt_law:
+        if delta < 1e-3:
+            return 1.0 - delta * (2.0 / 3.0 - delta * (0.25 - delta * (1.0 / 15.0 - delta * (1.0 / 72.0))))
+        return 2.0 * (-expm1(-delta) - delta * exp(-delta)) / (delta * delta)
+    if delta < 1e-3:
+        return 1.0 - delta * (0.5 - delta * (1.0 / 6.0 - delta * (1.0 / 24.0 - delta * (1.0 / 120.0))))
+    return -expm1(-delta) / delta
+
+
+cdef inline void _book(double* money, Py_ssize_t g, double fee, double interest, double principal,
+                       double residual, double proceeds, double debt_closed, double loss) noexcept nogil:
+    money[FEES * G + g] += fee
+    money[INTEREST * G + g] += interest
+    money[PRINCIPAL * G + g] += principal
+    money[RESIDUAL * G + g] += residual
+    money[PROCEEDS * G + g] += proceeds
+    money[DEBT_CLOSED * G + g] += debt_closed
+    money[LOSS * G + g] += loss
+
+
+cdef inline void _touch(const Kernel* k, Py_ssize_t i, double debt) noexcept nogil:
+    """Initialise a pristine loan's state rows (every path open, initial terms, ``debt``)."""
+    cdef Py_ssize_t g, idx
+    cdef double q0 = k.collateral0[i]
+    cdef double d0 = k.debt0[i]
+    for g in range(G):
+        idx = i * G + g
+        k.status[idx] = OPEN
+        k.collateral[idx] = q0
+        k.debt[idx] = debt
+        k.principal[idx] = d0
+        k.call_start[idx] = NO_STEP
+        k.topup_due[idx] = NO_STEP
+        k.order[idx] = 0.0
+        k.order_kind[idx] = ORDER_NONE
+        k.pending[idx] = 0
+        k.acted[idx] = 0
+        k.had_call[idx] = 0
+        k.had_liquidation[idx] = 0
+        k.loss[idx] = 0.0
+    k.touched[i] = 1
+
+
+cdef void _liquidate(const Kernel* k, Py_ssize_t i, Py_ssize_t idx, Py_ssize_t g, double ltv,
+                     double price, Accumulators* acc) noexcept nogil:
+    """Put up a liquidation order sized at ``price``."""
+    cdef double q = k.collateral[idx]
+    cdef double debt = k.debt[idx]
+    cdef double f = k.fee[i]
+    cdef double quantity = q
+    cdef double denominator, repay, repaid
+    cdef bint full
+    acc.counts[LIQUIDATIONS * G + g] += 1
+    k.had_liquidation[idx] = 1
+    k.call_start[idx] = NO_STEP
+    k.topup_due[idx] = NO_STEP
+    if k.mode == MODE_PARTIAL:
+        denominator = price / (1.0 + f) - k.tau[i] * price
+        if denominator > 0.0:
+            quantity = (debt - k.tau[i] * q * price) / denominator
+    elif k.mode == MODE_CLOSE_FACTOR:
+        repay = debt if ltv >= k.l[i] * k.full_close_ltv else k.close_factor * debt
+        quantity = repay * (1.0 + f) / price
+    # An order sized at zero or less (a crossing drawn below the target LTV) is full.
+    full = k.mode == MODE_FULL or not (0.0 < quantity < q)
+    if not full and k.min_liquidation > 0.0:
+        repaid = quantity * price / (1.0 + f)
+        full = repaid < k.min_liquidation or debt - repaid < k.min_liquidation
+    k.order[idx] = q if full else quantity
+    k.order_kind[idx] = ORDER_FULL if full else ORDER_PART
+    k.status[idx] = LIQUIDATING
+
+
+cdef bint _round_one(const Kernel* k, Py_ssize_t i, Py_ssize_t idx, Py_ssize_t g, double price,
+                     double previous_price, Accumulators* acc) noexcept nogil:
+    """The core rules of one open loan path at the step's opening price; True if it liquidates."""
+    cdef i64 t = k.t
+    cdef double debt = k.debt[idx]
+    cdef double q = k.collateral[idx]
+    cdef double ltv = debt / (q * price)
+    cdef double l = k.l[i]
+    cdef double m = k.m[i]
+    cdef double previous_ltv, variance, level, a, probability
+    cdef i64 path = k.path_offset + k.group_start + g
+    cdef bint liquidate = False
+    if k.topup_due[idx] == t:
+        k.topup_due[idx] = NO_STEP
+        if ltv >= m:
+            k.collateral[idx] = debt / (k.tau[i] * price)
+            k.call_start[idx] = NO_STEP
+            acc.counts[TOPUPS * G + g] += 1
+            k.acted[idx] = 1
+            return False
+    if k.bridge and t >= 1 and ltv < l:
+        previous_ltv = debt / (q * previous_price)
+        variance = k.bridge_variance[(k.asset[i] * (k.n_steps + 1) + t) * k.n_paths + k.group_start + g]
+        if previous_ltv < l and variance > 0.0:
+            level = debt / (q * l)
+            a = log(previous_price / level) * log(price / level)
+            probability = exp(-2.0 * a / variance)
+            liquidate = _bridge_uniform(_mix64(k.seed_key ^ <u64>i), path, t) < probability
+    if liquidate:
+        pass
+    elif ltv >= l:
+        liquidate = True
+    elif ltv >= m:
+        if k.call_start[idx] == NO_STEP:
+            k.call_start[idx] = t
+            k.had_call[idx] = 1
+            acc.counts[CALLS * G + g] += 1
+            if _uniform(_mix64(k.seed_key ^ <u64>i), path, t) < k.topup_prob[i]:
+                k.topup_due[idx] = t + 1
+        elif k.cure[i] >= 1 and t - k.call_start[idx] >= k.cure[i]:
+            liquidate = True
+    else:
+        k.call_start[idx] = NO_STEP
+        k.topup_due[idx] = NO_STEP
+    if liquidate:
+        _liquidate(k, i, idx, g, ltv, price, acc)
+    return liquidate
+
+
+cdef void _settle(const Kernel* k, Py_ssize_t i, Py_ssize_t idx, Py_ssize_t g, double fill,
+                  double execution, Accumulators* acc) noexcept nogil:
+    """Sell this round's fill of the loan's order at ``execution``."""
+    cdef Py_ssize_t a = k.asset[i]
+    cdef Py_ssize_t t = k.t
+    cdef double f = k.fee[i]
+    cdef double debt = k.debt[idx]
+    cdef double principal = k.principal[idx]
+    cdef double q = k.collateral[idx]
+    cdef double interest = debt - principal
+    cdef double proceeds, fee_due, fee_paid, rest, interest_paid, principal_paid, residual
+    cdef double loss, x, repaid, remaining_principal
+    if interest < 0.0:
+        interest = 0.0
+    if k.order_kind[idx] == ORDER_FULL and fill == 1.0:
+        proceeds = q * execution
+        fee_due = f * debt
+        fee_paid = proceeds if proceeds < fee_due else fee_due
+        rest = proceeds - fee_paid
+        interest_paid = rest if rest < interest else interest
+        rest = rest - interest_paid
+        principal_paid = rest if rest < principal else principal
+        residual = rest - principal_paid
+        loss = (interest - interest_paid) + (principal - principal_paid)
+        _book(acc.money, g, fee_paid, interest_paid, principal_paid, residual, proceeds, interest + principal, loss)
+        if k.record:
+            acc.step_money[(STEP_LOSS * k.n_step_rows + t) * G + g] += loss
+            acc.step_money[(STEP_FEES * k.n_step_rows + t) * G + g] += fee_paid
+            acc.step_sold[(t * k.n_assets + a) * G + g] += q
+        acc.sold[a * G + g] += q
+        k.loss[idx] = loss
+        k.status[idx] = CLOSED
+        acc.counts[FULL_LIQUIDATIONS * G + g] += 1
+        return
+    x = k.order[idx] if fill == 1.0 else k.order[idx] * fill
+    if x <= 0.0:
+        return  # nothing sold this round: the whole order waits
+    proceeds = x * execution
+    repaid = proceeds / (1.0 + f)
+    if repaid >= debt:
+        # The sale covers the whole debt: the loan closes, the rest goes back.
+        fee_paid = f * debt
+        residual = proceeds - fee_paid - interest - principal
+        _book(acc.money, g, fee_paid, interest, principal, residual, proceeds, interest + principal, 0.0)
+        if k.record:
+            acc.step_money[(STEP_FEES * k.n_step_rows + t) * G + g] += fee_paid
+            acc.step_sold[(t * k.n_assets + a) * G + g] += x
+        acc.sold[a * G + g] += x
+        k.status[idx] = CLOSED
+        acc.counts[FULL_LIQUIDATIONS * G + g] += 1
+        return
+    fee_paid = f * repaid
+    interest_paid = repaid if repaid < interest else interest
+    principal_paid = repaid - interest_paid
+    k.debt[idx] = debt - repaid
+    remaining_principal = principal - principal_paid
+    k.principal[idx] = remaining_principal if remaining_principal > 0.0 else 0.0
+    k.collateral[idx] = q - x
+    _book(acc.money, g, fee_paid, interest_paid, principal_paid, 0.0, proceeds, repaid, 0.0)
+    if k.record:
+        acc.step_money[(STEP_FEES * k.n_step_rows + t) * G + g] += fee_paid
+        acc.step_sold[(t * k.n_assets + a) * G + g] += x
+    acc.sold[a * G + g] += x
+    if fill == 1.0:
+        k.status[idx] = OPEN
+        k.order[idx] = 0.0
+    else:
+        k.order[idx] = k.order[idx] - x
+
+
+cdef void _sweep_first(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
+    """Sweep 1 of step ``k.t`` over one chunk: the core rules at the opening price."""
+    cdef Accumulators acc = _chunk_accumulators(k, chunk)
+    cdef Py_ssize_t start = chunk * LOAN_CHUNK
+    cdef Py_ssize_t stop = start + LOAN_CHUNK
+    cdef Py_ssize_t i, g, idx, a
+    cdef i64 t = k.t
+    cdef Py_ssize_t n_group = k.n_group
+    cdef double debt, threshold
+    cdef bint skip
+    if stop > k.n_loans:
+        stop = k.n_loans
+    memset(acc.requested, 0, k.n_assets * G * sizeof(double))
+    for i in range(start, stop):
+        a = k.asset[i]
+        if not k.touched[i]:
+            debt = k.schedule_debt[i]
+            if t >= 1:
+                debt = debt * k.growth[i]
+            threshold = _pristine_threshold(debt, k.collateral0[i], k.m[i])
+            skip = k.low[a] > threshold
+            if skip and k.bridge and t >= 1:
+                threshold = _pristine_threshold(debt, k.collateral0[i], k.l[i])
+                skip = k.low_both[a] > threshold * k.reach[a]
+            if skip:
+                k.schedule_debt[i] = debt
+                continue
+            # The rows start from the previous step's schedule; the loop below accrues.
+            _touch(k, i, k.schedule_debt[i])
+        for g in range(n_group):
+            idx = i * G + g
+            if k.status[idx] == CLOSED:
+                continue
+            k.acted[idx] = 0
+            if t >= 1:
+                k.debt[idx] = k.debt[idx] * k.growth[i]
+            if k.status[idx] == LIQUIDATING:
+                k.pending[idx] = 1
+                k.acted[idx] = 1
+                acc.requested[a * G + g] += k.order[idx]
+                continue
+            if _round_one(k, i, idx, g, k.price[a * G + g], k.previous_price[a * G + g], &acc):
+                k.pending[idx] = 1
+                k.acted[idx] = 1
+                acc.requested[a * G + g] += k.order[idx]
+
+
+cdef void _sweep_next(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
+    """Sweep k >= 2 over one chunk: settle the last round's orders, then (while
+    ``k.decide``) liquidate open loan paths that have not acted and now reach l."""
+    cdef Accumulators acc = _chunk_accumulators(k, chunk)
+    cdef Py_ssize_t start = chunk * LOAN_CHUNK
+    cdef Py_ssize_t stop = start + LOAN_CHUNK
+    cdef Py_ssize_t i, g, idx, a
+    cdef Py_ssize_t n_group = k.n_group
+    cdef bint decide = k.decide
+    cdef double ltv, price
+    if stop > k.n_loans:
+        stop = k.n_loans
+    memset(acc.requested, 0, k.n_assets * G * sizeof(double))
+    for i in range(start, stop):
+        a = k.asset[i]
+        if not k.touched[i]:
+            # Nothing pending: only a new liquidation could happen.
+            if not decide:
+                continue
+            if k.low[a] > _pristine_threshold(k.schedule_debt[i], k.collateral0[i], k.l[i]):
+                continue
+            _touch(k, i, k.schedule_debt[i])
+        for g in range(n_group):
+            if not k.active[g]:
+                continue
+            idx = i * G + g
+            if k.pending[idx]:
+                k.pending[idx] = 0
+                _settle(k, i, idx, g, k.fill[a * G + g], k.execution[a * G + g], &acc)
+            elif decide and k.status[idx] == OPEN and not k.acted[idx]:
+                price = k.price[a * G + g]
+                ltv = k.debt[idx] / (k.collateral[idx] * price)
+                if ltv >= k.l[i]:
+                    _liquidate(k, i, idx, g, ltv, price, &acc)
+                    k.pending[idx] = 1
+                    k.acted[idx] = 1
+                    acc.requested[a * G + g] += k.order[idx]
+
+
+cdef void _record_exposure(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
+    """Record mode, after step ``k.t``: debt and collateral value of every loan path not
+    closed, in loan order."""
+    cdef Accumulators acc = _chunk_accumulators(k, chunk)
+    cdef Py_ssize_t start = chunk * LOAN_CHUNK
+    cdef Py_ssize_t stop = start + LOAN_CHUNK
+    cdef Py_ssize_t i, g, idx, a
+    cdef Py_ssize_t n_group = k.n_group
+    cdef double* open_debt = acc.step_money + (STEP_OPEN_DEBT * k.n_step_rows + k.t) * G
+    cdef double* value = acc.step_money + (STEP_COLLATERAL_VALUE * k.n_step_rows + k.t) * G
+    cdef double debt, q0
+    if stop > k.n_loans:
+        stop = k.n_loans
+    for i in range(start, stop):
+        a = k.asset[i]
+        if k.touched[i]:
+            for g in range(n_group):
+                idx = i * G + g
+                if k.status[idx] != CLOSED:
+                    open_debt[g] += k.debt[idx]
+                    value[g] += k.collateral[idx] * k.price[a * G + g]
+        else:
+            debt = k.schedule_debt[i]
+            q0 = k.collateral0[i]
+            for g in range(n_group):
+                open_debt[g] += debt
+                value[g] += q0 * k.price[a * G + g]
+
+
+cdef void _horizon(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
+    """After step T: unrealised shortfall, unsold collateral and the loans' outputs."""
+    cdef Accumulators acc = _chunk_accumulators(k, chunk)
+    cdef Py_ssize_t start = chunk * LOAN_CHUNK
+    cdef Py_ssize_t stop = start + LOAN_CHUNK
+    cdef Py_ssize_t i, g, idx, a
+    cdef Py_ssize_t n_group = k.n_group
+    cdef double* unrealised = acc.money + UNREALISED * G
+    cdef double shortfall, debt, q0, total_loss
+    cdef i64 n_called, n_liquidated
+    if stop > k.n_loans:
+        stop = k.n_loans
+    for i in range(start, stop):
+        a = k.asset[i]
+        if k.touched[i]:
+            total_loss = k.loan_loss[i]
+            n_called = 0
+            n_liquidated = 0
+            for g in range(n_group):
+                idx = i * G + g
+                if k.status[idx] != CLOSED:
+                    shortfall = k.debt[idx] - k.collateral[idx] * k.previous_price[a * G + g]
+                    unrealised[g] += shortfall if shortfall > 0.0 else 0.0
+                if k.status[idx] == LIQUIDATING:
+                    acc.unsold[a * G + g] += k.order[idx]
+                total_loss += k.loss[idx]
+                n_called += k.had_call[idx]
+                n_liquidated += k.had_liquidation[idx]
+            k.loan_loss[i] = total_loss
+            k.loan_calls[i] += n_called
+            k.loan_liquidated[i] += n_liquidated
+        else:
+            # No loss, call or liquidation on any path (adding them would add zeros).
+            debt = k.schedule_debt[i]
+            q0 = k.collateral0[i]
+            for g in range(n_group):
+                shortfall = debt - q0 * k.previous_price[a * G + g]
+                unrealised[g] += shortfall if shortfall > 0.0 else 0.0
+
+
+cdef bint _clear(Kernel* k, Py_ssize_t n_chunks, const double* raw, const double* cap,
+                 const double* depth, const double* move, const i64* sqrt_law, const double* share,
+                 double* permanent, double* transient, double* sold_in_step, i64* rounds) noexcept nogil:
+    """Between sweeps, serially per path and asset: fill share, impact, slippage and
+    execution price of the orders the last sweep put up; the new price. Paths without
+    orders stop clearing (``k.active``). Returns True if some path cleared."""
+    cdef Py_ssize_t n_assets = k.n_assets
+    cdef Py_ssize_t g, a, c, ag
+    cdef double total, room, filled, ratio, delta, price
+    cdef bint any_order, any_active = False
+    cdef double totals[64]
+    cdef double* requested
+    for g in range(k.n_group):
+        if not k.active[g]:
+            continue
+        any_order = False
+        for a in range(n_assets):
+            total = 0.0
+            for c in range(n_chunks):
+                total += k.acc_requested[(c * n_assets + a) * G + g]
+            totals[a] = total
+            if total > 0.0:
+                any_order = True
+        if not any_order:
+            k.active[g] = 0
+            continue
+        any_active = True
+        rounds[g] += 1
+        for a in range(n_assets):
+            ag = a * G + g
+            total = totals[a]
+            price = k.price[ag]
+            k.fill[ag] = 1.0
+            k.execution[ag] = price
+            if total <= 0.0:
+                continue
+            room = cap[a] - sold_in_step[ag]
+            if total <= room:
+                k.fill[ag] = 1.0
+                filled = total
+            else:
+                k.fill[ag] = room / total if room > 0.0 else 0.0
+                filled = total * k.fill[ag]
+            sold_in_step[ag] = sold_in_step[ag] + filled
+            # The notional at the path's own (unimpacted) price.
+            ratio = filled * raw[(a * (k.n_steps + 1) + k.t) * k.n_paths + k.group_start + g] / depth[a]
+            delta = move[a] * (sqrt(ratio) if sqrt_law[a] else ratio)
+            k.execution[ag] = price * slippage_factor(delta, sqrt_law[a])
+            permanent[ag] = permanent[ag] + share[a] * delta
+            transient[ag] = transient[ag] + (1.0 - share[a]) * delta
+        for a in range(n_assets):
+            ag = a * G + g
+            k.price[ag] = raw[(a * (k.n_steps + 1) + k.t) * k.n_paths + k.group_start + g] * exp(
+                -(permanent[ag] + transient[ag]))
+    return any_active
+
+
+cdef void _lowest_prices(Kernel* k, bint with_previous) noexcept nogil:
+    """``k.low`` (and ``k.low_both``): the lowest price of each asset over the paths a
+    sweep evaluates."""
+    cdef Py_ssize_t a, g
+    cdef double low, low_both, v
+    for a in range(k.n_assets):
+        low = INF
+        low_both = INF
+        for g in range(k.n_group):
+            if not k.active[g]:
+                continue
+            v = k.price[a * G + g]
+            if v < low or v != v:
+                low = v if v == v else -INF
+            if with_previous:
+                if v < low_both or v != v:
+                    low_both = v if v == v else -INF
+                v = k.previous_price[a * G + g]
+                if v < low_both or v != v:
+                    low_both = v if v == v else -INF
+        k.low[a] = low
+        k.low_both[a] = low_both
+
+
+def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
+    """Evaluate every loan on one block of paths with market impact and cascades, and add
+    the results into ``out`` (a ``CoupledOutputs``).
+
+    Same contract as ``tests/naive_coupled.simulate_coupled_naive`` for the paths of the
+    block (path ``p`` of the block is path ``path_offset + p`` of the run), bit for bit.
+    Releases the GIL while it runs.
+    """
+    cdef const double[:, :, ::1] price_view = prices
+    cdef const i64[::1] asset_of = loans.asset
+    cdef const double[::1] collateral_of = loans.collateral
+    cdef const double[::1] debt_of = loans.debt
+    cdef const double[::1] growth_of = loans.growth
+    cdef const double[::1] m_of = loans.margin_call_ltv
+    cdef const double[::1] l_of = loans.liquidation_ltv
+    cdef const double[::1] tau_of = loans.target_ltv
+    cdef const i64[::1] cure_of = loans.cure_steps
+    cdef const double[::1] fee_of = loans.fee
+    cdef const double[::1] topup_of = loans.topup_prob
+    core = out.core
+    cdef double[:, ::1] path_money = core.path_money
+    cdef i64[:, ::1] path_counts = core.path_counts
+    cdef double[:, ::1] path_sold = core.path_sold
+    cdef double[:, :, ::1] step_sold = core.step_sold
+    cdef double[:, ::1] step_loss = core.step_loss
+    cdef double[:, ::1] step_fees = core.step_fees
+    cdef double[:, ::1] step_open_debt = core.step_open_debt
+    cdef double[:, ::1] step_collateral_value = core.step_collateral_value
+    cdef double[::1] loan_loss = core.loan_loss
+    cdef i64[::1] loan_calls = core.loan_calls
+    cdef i64[::1] loan_liquidated = core.loan_liquidated
+    cdef i64[::1] path_rounds = out.path_rounds
+    cdef double[:, ::1] path_drawdown = out.path_drawdown
+    cdef double[:, ::1] path_unsold = out.path_unsold
+    cdef double[:, :, ::1] step_impact = out.step_impact
+
+    cdef Py_ssize_t n_assets = price_view.shape[0]
+    cdef Py_ssize_t n_steps = price_view.shape[1] - 1
+    cdef Py_ssize_t n_paths = price_view.shape[2]
+    cdef Py_ssize_t n_loans = debt_of.shape[0]
+    cdef bint record = step_loss.shape[0] > 0
+    cdef Py_ssize_t n_step_rows = n_steps + 1 if record else 0
+    cdef Py_ssize_t n_chunks = (n_loans + LOAN_CHUNK - 1) // LOAN_CHUNK
+    # No more threads than chunks: a parallel region per sweep, and a thread without a
+    # chunk would only wait at its barrier.
+    cdef int n_slots = max(1, min(n_threads, n_chunks))
+    if n_paths == 0 or n_loans == 0 or n_assets == 0:
+        return
+    if n_assets > 64:
+        raise ValueError("the coupled kernel takes at most 64 assets")
+
+    # Options, per asset.
+    cdef const double[::1] cap = np.ascontiguousarray(options.max_sell, dtype=np.float64)
+    cdef const double[::1] depth = np.ascontiguousarray(options.depth, dtype=np.float64)
+    cdef const double[::1] move = np.ascontiguousarray(options.depth_move, dtype=np.float64)
+    cdef const i64[::1] sqrt_law = np.ascontiguousarray(options.sqrt_law, dtype=np.int64)
+    cdef const double[::1] share = np.ascontiguousarray(options.permanent, dtype=np.float64)
+    cdef const double[::1] decay = np.ascontiguousarray(options.decay, dtype=np.float64)
+    cdef i64 max_rounds = options.max_rounds
+    cdef bint bridge = bool(options.bridge)
+    cdef const double[:, :, ::1] variance_view
+    if bridge:
+        variance_view = np.ascontiguousarray(options.bridge_variance, dtype=np.float64)
+    else:
+        variance_view = np.zeros((1, 1, 1))
+
+    # Group state, per-chunk accumulators and the group's per-path rows.
+    cdef i8[:, ::1] status = np.zeros((n_loans, G), dtype=np.int8)
+    cdef double[:, ::1] collateral = np.zeros((n_loans, G))
+    cdef double[:, ::1] debt = np.zeros((n_loans, G))
+    cdef double[:, ::1] principal = np.zeros((n_loans, G))
+    cdef i64[:, ::1] call_start = np.zeros((n_loans, G), dtype=np.int64)
+    cdef i64[:, ::1] topup_due = np.zeros((n_loans, G), dtype=np.int64)
+    cdef double[:, ::1] order = np.zeros((n_loans, G))
+    cdef i8[:, ::1] order_kind = np.zeros((n_loans, G), dtype=np.int8)
+    cdef i8[:, ::1] pending = np.zeros((n_loans, G), dtype=np.int8)
+    cdef i8[:, ::1] acted = np.zeros((n_loans, G), dtype=np.int8)
+    cdef i8[:, ::1] had_call = np.zeros((n_loans, G), dtype=np.int8)
+    cdef i8[:, ::1] had_liquidation = np.zeros((n_loans, G), dtype=np.int8)
+    cdef double[:, ::1] loss = np.zeros((n_loans, G))
+    cdef i8[::1] touched = np.zeros(n_loans, dtype=np.int8)
+    cdef double[::1] schedule_debt = np.zeros(n_loans)
+    cdef double[:, :, ::1] acc_money = np.zeros((n_chunks, N_MONEY, G))
+    cdef i64[:, :, ::1] acc_counts = np.zeros((n_chunks, N_COUNTS, G), dtype=np.int64)
+    cdef double[:, :, ::1] acc_sold = np.zeros((n_chunks, n_assets, G))
+    cdef double[:, :, ::1] acc_requested = np.zeros((n_chunks, n_assets, G))
+    cdef double[:, :, ::1] acc_unsold = np.zeros((n_chunks, n_assets, G))
+    cdef double[:, :, :, ::1] acc_step_sold = np.zeros((n_chunks, max(n_step_rows, 1), n_assets, G))
+    cdef double[:, :, :, ::1] acc_step_money = np.zeros((n_chunks, N_STEP_MONEY, max(n_step_rows, 1), G))
+    cdef double[:, ::1] price = np.zeros((n_assets, G))
+    cdef double[:, ::1] previous_price = np.zeros((n_assets, G))
+    cdef double[:, ::1] fill = np.ones((n_assets, G))
+    cdef double[:, ::1] execution = np.zeros((n_assets, G))
+    cdef double[:, ::1] permanent = np.zeros((n_assets, G))
+    cdef double[:, ::1] transient = np.zeros((n_assets, G))
+    cdef double[:, ::1] sold_in_step = np.zeros((n_assets, G))
+    cdef double[:, ::1] worst_factor = np.ones((n_assets, G))
+    cdef i8[::1] active = np.zeros(G, dtype=np.int8)
+    cdef i64[::1] rounds = np.zeros(G, dtype=np.int64)
+    cdef i64[::1] deepest = np.zeros(G, dtype=np.int64)
+    cdef double[::1] low = np.zeros(n_assets)
+    cdef double[::1] low_both = np.zeros(n_assets)
+    cdef double[::1] reach = np.zeros(n_assets)
+
+    cdef Kernel kern
+    cdef Kernel* k = &kern
+    kern.n_loans = n_loans
+    kern.n_assets = n_assets
+    kern.n_steps = n_steps
+    kern.n_paths = n_paths
+    kern.n_step_rows = n_step_rows
+    kern.record = record
+    kern.asset = &asset_of[0]
+    kern.collateral0 = &collateral_of[0]
+    kern.debt0 = &debt_of[0]
+    kern.growth = &growth_of[0]
+    kern.m = &m_of[0]
+    kern.l = &l_of[0]
+    kern.tau = &tau_of[0]
+    kern.cure = &cure_of[0]
+    kern.fee = &fee_of[0]
+    kern.topup_prob = &topup_of[0]
+    kern.seed_key = mix64(int(seed) & MASK64)
+    kern.path_offset = path_offset
+    kern.mode = options.mode
+    kern.close_factor = options.close_factor
+    kern.full_close_ltv = options.full_close_ltv
+    kern.min_liquidation = options.min_liquidation
+    kern.bridge = bridge
+    kern.bridge_variance = &variance_view[0, 0, 0]
+    kern.status = &status[0, 0]
+    kern.collateral = &collateral[0, 0]
+    kern.debt = &debt[0, 0]
+    kern.principal = &principal[0, 0]
+    kern.call_start = &call_start[0, 0]
+    kern.topup_due = &topup_due[0, 0]
+    kern.order = &order[0, 0]
+    kern.order_kind = &order_kind[0, 0]
+    kern.pending = &pending[0, 0]
+    kern.acted = &acted[0, 0]
+    kern.had_call = &had_call[0, 0]
+    kern.had_liquidation = &had_liquidation[0, 0]
+    kern.loss = &loss[0, 0]
+    kern.touched = &touched[0]
+    kern.schedule_debt = &schedule_debt[0]
+    kern.acc_money = &acc_money[0, 0, 0]
+    kern.acc_counts = &acc_counts[0, 0, 0]
+    kern.acc_sold = &acc_sold[0, 0, 0]
+    kern.acc_requested = &acc_requested[0, 0, 0]
+    kern.acc_unsold = &acc_unsold[0, 0, 0]
+    kern.acc_step_sold = &acc_step_sold[0, 0, 0, 0]
+    kern.acc_step_money = &acc_step_money[0, 0, 0, 0]
+    kern.loan_loss = &loan_loss[0]
+    kern.loan_calls = &loan_calls[0]
+    kern.loan_liquidated = &loan_liquidated[0]
+    kern.price = &price[0, 0]
+    kern.previous_price = &previous_price[0, 0]
+    kern.fill = &fill[0, 0]
+    kern.execution = &execution[0, 0]
+    kern.active = &active[0]
+    kern.low = &low[0]
+    kern.low_both = &low_both[0]
+    kern.reach = &reach[0]
+
+    cdef const double* raw = &price_view[0, 0, 0]
+    cdef Py_ssize_t group_start, n_group, g, a, c, j, t, p, ag, chunk
+    cdef i64 round_number
+    cdef double factor, v, vmax, total
+    with nogil:
+        group_start = 0
+        while group_start < n_paths:
+            n_group = n_paths - group_start
+            if n_group > G:
+                n_group = G
+            kern.group_start = group_start
+            kern.n_group = n_group
+            memset(&touched[0], 0, n_loans * sizeof(i8))
+            for j in range(n_loans):
+                schedule_debt[j] = debt_of[j]
+            memset(&acc_money[0, 0, 0], 0, n_chunks * N_MONEY * G * sizeof(double))
+            memset(&acc_counts[0, 0, 0], 0, n_chunks * N_COUNTS * G * sizeof(i64))
+            memset(&acc_sold[0, 0, 0], 0, n_chunks * n_assets * G * sizeof(double))
+            memset(&acc_unsold[0, 0, 0], 0, n_chunks * n_assets * G * sizeof(double))
+            if record:
+                memset(&acc_step_sold[0, 0, 0, 0], 0, n_chunks * n_step_rows * n_assets * G * sizeof(double))
+                memset(&acc_step_money[0, 0, 0, 0], 0, n_chunks * N_STEP_MONEY * n_step_rows * G * sizeof(double))
+            for a in range(n_assets):
+                for g in range(G):
+                    permanent[a, g] = 0.0
+                    transient[a, g] = 0.0
+                    previous_price[a, g] = 0.0
+                    worst_factor[a, g] = 1.0
+            for g in range(G):
+                deepest[g] = 0
+
+            for t in range(n_steps + 1):
+                kern.t = t
+                # The step's opening price: decay the transient impact, apply both.
+                for a in range(n_assets):
+                    if bridge and t >= 1:
+                        vmax = 0.0
+                        for g in range(n_group):
+                            v = variance_view[a, t, group_start + g]
+                            if v > vmax or v != v:
+                                vmax = v if v == v else INF
+                        reach[a] = exp(sqrt(BRIDGE_REACH * vmax)) * (1.0 + MARGIN)
+                    for g in range(n_group):
+                        if t >= 1:
+                            transient[a, g] = transient[a, g] * decay[a]
+                        price[a, g] = price_view[a, t, group_start + g] * exp(-(permanent[a, g] + transient[a, g]))
+                        sold_in_step[a, g] = 0.0
+                for g in range(n_group):
+                    active[g] = 1
+                    rounds[g] = 0
+                _lowest_prices(k, bridge and t >= 1)
+                # Sweep 1.
+                for chunk in prange(n_chunks, num_threads=n_slots, schedule="dynamic"):
+                    _sweep_first(k, chunk)
+                round_number = 1
+                while _clear(k, n_chunks, raw, &cap[0], &depth[0], &move[0], &sqrt_law[0], &share[0],
+                             &permanent[0, 0], &transient[0, 0], &sold_in_step[0, 0], &rounds[0]):
+                    round_number = round_number + 1
+                    kern.decide = round_number <= max_rounds
+                    _lowest_prices(k, False)
+                    for chunk in prange(n_chunks, num_threads=n_slots, schedule="dynamic"):
+                        _sweep_next(k, chunk)
+                for g in range(n_group):
+                    if rounds[g] > deepest[g]:
+                        deepest[g] = rounds[g]
+                    for a in range(n_assets):
+                        previous_price[a, g] = price[a, g]
+                        factor = exp(-(permanent[a, g] + transient[a, g]))
+                        if record:
+                            step_impact[t, a, group_start + g] = factor
+                        if factor < worst_factor[a, g]:
+                            worst_factor[a, g] = factor
+                if record:
+                    for chunk in prange(n_chunks, num_threads=n_slots, schedule="dynamic"):
+                        _record_exposure(k, chunk)
+
+            # After step T; then the chunks' sums, in chunk order.
+            for chunk in prange(n_chunks, num_threads=n_slots, schedule="dynamic"):
+                _horizon(k, chunk)
+            for g in range(n_group):
+                p = group_start + g
+                for c in range(n_chunks):
+                    for j in range(N_MONEY):
+                        path_money[j, p] += acc_money[c, j, g]
+                    for j in range(N_COUNTS):
+                        path_counts[j, p] += acc_counts[c, j, g]
+                    for a in range(n_assets):
+                        path_sold[a, p] += acc_sold[c, a, g]
+                for a in range(n_assets):
+                    total = 0.0
+                    for c in range(n_chunks):
+                        total += acc_unsold[c, a, g]
+                    path_unsold[a, p] = total
+                    path_drawdown[a, p] = 1.0 - worst_factor[a, g]
+                path_rounds[p] = deepest[g]
+                if record:
+                    for c in range(n_chunks):
+                        for t in range(n_step_rows):
+                            step_loss[t, p] += acc_step_money[c, STEP_LOSS, t, g]
+                            step_fees[t, p] += acc_step_money[c, STEP_FEES, t, g]
+                            step_open_debt[t, p] += acc_step_money[c, STEP_OPEN_DEBT, t, g]
+                            step_collateral_value[t, p] += acc_step_money[c, STEP_COLLATERAL_VALUE, t, g]
+                            for a in range(n_assets):
+                                step_sold[t, a, p] += acc_step_sold[c, t, a, g]
+            group_start += G
