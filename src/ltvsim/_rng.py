@@ -73,3 +73,13 @@ def bridge_uniform(seed, loan, path, step):
     """
     h = mix64(mix64(loan_key(seed, loan) ^ path) ^ (step | BRIDGE_STEP_BIT))
     return ((h >> 11) | 1) * TO_UNIT
+
+
+def bridge_uniform_array(seed, loan, path, step):
+    """Vectorised :func:`bridge_uniform`: ``loan``, ``path`` and ``step`` broadcast together."""
+    with np.errstate(over="ignore"):
+        seed_key = mix64_array(np.asarray(seed & MASK64, dtype=np.uint64))
+        h = mix64_array(seed_key ^ np.asarray(loan, dtype=np.uint64))
+        h = mix64_array(h ^ np.asarray(path, dtype=np.uint64))
+        h = mix64_array(h ^ (np.asarray(step, dtype=np.uint64) | _U(BRIDGE_STEP_BIT)))
+    return ((h >> _U(11)) | _U(1)).astype(np.float64) * TO_UNIT
