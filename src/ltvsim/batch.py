@@ -57,7 +57,7 @@ from ._validation import check_int, check_positive_float
 from .book import FIELDS, LoanBook
 from .paths.params import ModelParams
 from .result import CASCADE_ARRAYS, LOAN_ARRAYS, PATH_ARRAYS, STEP_ARRAYS, SimulationResult
-from .cascade import coupled_options, needs_coupled_kernel
+from .cascade import check_option_types, coupled_options, needs_coupled_kernel
 from .simulate import LIQUIDATION_MODES, check_assets, impact_meta, rules_meta, simulate
 
 #: Version of the checkpoint layout (manifest and block files).
@@ -482,6 +482,7 @@ def run_batch(
     # Fail on mismatched assets and bad options now, not in the first block (or on a worker).
     probe = model.paths(1, 0, dt, seed=seed, n_threads=1)
     check_assets(book, probe)
+    check_option_types(impact, rules, crossings)
     coupled = needs_coupled_kernel(liquidation, impact, rules, crossings)
     if coupled:
         coupled_options(liquidation, impact, rules, crossings, probe.n_assets, probe.assets or book.asset_names, dt)

@@ -45,7 +45,7 @@ def _per_asset(name, value, n_assets, asset_names, *, low, high=np.inf, low_open
         if not ok:
             label = asset_names[k] if asset_names else k
             bound = f"{'>' if low_open else '>='} {low}" + ("" if high == np.inf else f" and <= {high}")
-            raise ValueError(f"{name}[{label!r}] (asset {k}) = {v!r}: must be {'' if allow_inf else 'finite and '}{bound}")
+            raise ValueError(f"{name}[{label!r}] (asset {k}) = {float(v)!r}: must be {'' if allow_inf else 'finite and '}{bound}")
     return np.ascontiguousarray(array)
 
 
@@ -143,14 +143,19 @@ def needs_coupled_kernel(liquidation, impact, rules, crossings):
     return rules.min_liquidation > 0 or rules.max_sell is not None
 
 
-def coupled_options(liquidation, impact, rules, crossings, n_assets, asset_names, dt):
-    """The kernels' :class:`CoupledOptions` (crossing variances filled per block later)."""
+def check_option_types(impact, rules, crossings):
+    """Refuse options of the wrong type (before anything else looks at them)."""
     if impact is not None and not isinstance(impact, MarketImpact):
         raise TypeError(f"impact must be a MarketImpact or None, got {type(impact).__name__}")
     if rules is not None and not isinstance(rules, LiquidationRules):
         raise TypeError(f"rules must be a LiquidationRules or None, got {type(rules).__name__}")
     if not isinstance(crossings, (bool, np.bool_)):
         raise TypeError(f"crossings must be True or False, got {crossings!r}")
+
+
+def coupled_options(liquidation, impact, rules, crossings, n_assets, asset_names, dt):
+    """The kernels' :class:`CoupledOptions` (crossing variances filled per block later)."""
+    check_option_types(impact, rules, crossings)
     rules = rules or LiquidationRules()
     mode = {"full": MODE_FULL, "partial": MODE_PARTIAL, "close_factor": MODE_CLOSE_FACTOR}[liquidation]
     if impact is None:

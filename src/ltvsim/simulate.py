@@ -8,7 +8,7 @@ from ._threads import resolve_threads
 from ._validation import check_int, first_bad
 from .backends._args import KernelLoans, new_block_outputs
 from .backends._coupled_args import new_coupled_outputs
-from .cascade import coupled_options, needs_coupled_kernel
+from .cascade import check_option_types, coupled_options, needs_coupled_kernel
 from .book import LoanBook
 from .paths import PricePaths
 from .result import SimulationResult
@@ -103,6 +103,7 @@ def simulate(
     if not isinstance(record_steps, (bool, np.bool_)):
         raise TypeError(f"record_steps must be True or False, got {record_steps!r}")
     check_assets(book, paths)
+    check_option_types(impact, rules, crossings)
     coupled = needs_coupled_kernel(liquidation, impact, rules, crossings)
     asset_names = paths.assets or book.asset_names
     options = (coupled_options(liquidation, impact, rules, crossings, paths.n_assets, asset_names, paths.dt)
