@@ -10,6 +10,16 @@ not user options.
 #: thread count) fixes the summation order of every per-path money figure.
 LOAN_CHUNK = 2048
 
+#: Near-trigger skipping (the compiled kernels): a block's paths are sorted per asset by
+#: their lowest price (``backends._path_order``), and a loan runs only on the prefix of
+#: paths that can come near its call level, rounded up to a whole number of groups of
+#: this many paths (pass C reads its codes eight at a time). Per-path sums are then
+#: added per asset: in chunk order, each chunk adds, asset after asset, the sum of its
+#: loans of that asset (in loan order, from 0.0) to the running total of every path.
+#: Neither the layout, the thread count nor the path block changes that order, and
+#: a skipped path would only have added 0.0, so skipping changes no bit.
+ACTIVE_PATH_GROUP = 8
+
 #: Relative margin of the conservative "nothing can happen" price test. A pristine loan
 #: whose price is above ``debt / (collateral * margin_call_ltv) * (1 + GUARD_MARGIN)``
 #: provably has LTV < margin_call_ltv in floating point (the rounding error of that

@@ -72,11 +72,14 @@ class Scratch(NamedTuple):
     pending: np.ndarray  # int64 [slots, width]: what pass C must do on each path (0: nothing)
     had_call: np.ndarray  # int8 [slots, width]
     had_liquidation: np.ndarray  # int8 [slots, width]
-    acc_money: np.ndarray  # [slots, N_MONEY, width]
-    acc_counts: np.ndarray  # [slots, N_COUNTS, width] int64
-    acc_sold: np.ndarray  # [slots, n_assets, width]
+    # Accumulators of one loan chunk, per path in the sorted order of the loans' asset
+    # (``_path_order``): money, counts and per-step money have a row block per asset.
+    acc_money: np.ndarray  # [slots, n_assets, N_MONEY, width]
+    acc_counts: np.ndarray  # [slots, n_assets, N_COUNTS, width] int64
+    acc_sold: np.ndarray  # [slots, n_assets, width] (only asset a's loans sell asset a)
     acc_step_sold: np.ndarray  # [slots, steps, n_assets, width] (steps = 0 when not recording)
-    acc_step_money: np.ndarray  # [slots, N_STEP_MONEY, steps, width]: loss, fees, open debt, value
+    acc_step_money: np.ndarray  # [slots, n_assets, N_STEP_MONEY, steps, width]: loss, fees, open debt, value
+    evaluated: np.ndarray  # int64 [slots]: loan-paths the passes ran on (a test hook)
 
 
 #: Rows of ``Scratch.path_state`` and the value each holds between loans.
@@ -89,16 +92,19 @@ STATE_ROWS = {
     "debt_now": 0.0,
     "principal_now": 0.0,
     "loss_on_path": 0.0,
+    "loss_by_path": 0.0,  # a loan's losses scattered back to block order
 }
 (STATUS, GUARD, CALL_START, TOPUP_DUE, COLLATERAL_NOW, DEBT_NOW, PRINCIPAL_NOW,
- LOSS_ON_PATH) = range(len(STATE_ROWS))
+ LOSS_ON_PATH, LOSS_BY_PATH) = range(len(STATE_ROWS))
 N_STATE_ROWS = len(STATE_ROWS)
+assert _config.ACTIVE_PATH_GROUP % 8 == 0, "pass C reads pending codes eight paths at a time"
 
 
 def allocate_scratch(n_slots, n_paths, n_steps, n_assets, record_steps):
     """Scratch in its reset state."""
     # Whole 8-path lines plus one: pass C reads ``pending`` eight paths at a time, and
-    # the padding (never written) stays 0.
+    # the padding (never written) stays 0. A loan's active prefix of sorted paths is a
+    # whole number of groups (or all paths), so its last line ends in that padding too.
     width = -(-n_paths // 8) * 8 + 8
     steps = n_steps + 1 if record_steps else 0
     path_state = np.empty((n_slots, N_STATE_ROWS, width))
@@ -108,9 +114,10 @@ def allocate_scratch(n_slots, n_paths, n_steps, n_assets, record_steps):
         pending=np.zeros((n_slots, width), dtype=np.int64),
         had_call=np.zeros((n_slots, width), dtype=np.int8),
         had_liquidation=np.zeros((n_slots, width), dtype=np.int8),
-        acc_money=np.zeros((n_slots, _config.N_MONEY, width)),
-        acc_counts=np.zeros((n_slots, _config.N_COUNTS, width), dtype=np.int64),
+        acc_money=np.zeros((n_slots, n_assets, _config.N_MONEY, width)),
+        acc_counts=np.zeros((n_slots, n_assets, _config.N_COUNTS, width), dtype=np.int64),
         acc_sold=np.zeros((n_slots, n_assets, width)),
         acc_step_sold=np.zeros((n_slots, steps, n_assets if steps else 0, width if steps else 0)),
-        acc_step_money=np.zeros((n_slots, _config.N_STEP_MONEY, steps, width if steps else 0)),
+        acc_step_money=np.zeros((n_slots, n_assets, _config.N_STEP_MONEY, steps, width if steps else 0)),
+        evaluated=np.zeros(n_slots, dtype=np.int64),
     )

@@ -4,9 +4,11 @@
 Same design and the same function names as ``_numba_kernel.py`` (read its header): loans
 outermost, paths innermost over prices laid out ``[asset, step, path]``; per loan and
 step a guard pass (A), a branch-free exact pass that applies market cures and marks
-events (B), and ``_settle_path_step`` on the marked paths only (C); fixed loan chunks in
-waves with a serial chunk-order reduction, so results do not depend on the thread
-count. Built with ``-ffp-contract=off`` so that no multiply-add is fused: the two
+events (B), and ``_settle_path_step`` on the marked paths only (C); near-trigger
+skipping over each block's paths sorted by their lowest price (``_path_order``), each
+loan on its active prefix only; fixed loan chunks in waves with per-asset accumulators
+and a serial chunk-order, asset-by-asset reduction back into block order, so results do
+not depend on the thread count, the path block or the layout. Built with ``-ffp-contract=off`` so that no multiply-add is fused: the two
 compiled backends then agree to the last bit.
 """
 from cython.parallel cimport prange
@@ -16,7 +18,7 @@ cimport numpy as cnp
 
 from .. import _config as cfg
 from .._rng import MASK64, mix64
-from . import _args
+from . import _args, _path_order
 
 ctypedef unsigned long long u64
 ctypedef cnp.int64_t i64
@@ -43,12 +45,18 @@ cdef enum:
     LIQUIDATIONS = 1
     FULL_LIQUIDATIONS = 2
     TOPUPS = 3
+    STEP_LOSS_ROW = 0
+    STEP_FEES_ROW = 1
+    STEP_OPEN_DEBT_ROW = 2
+    STEP_COLLATERAL_VALUE_ROW = 3
 
 # The enum above must match the shared configuration.
 assert (LOSS, FEES, INTEREST, PRINCIPAL, RESIDUAL, PROCEEDS, DEBT_CLOSED, UNREALISED) == tuple(range(cfg.N_MONEY))
 assert (CALLS, LIQUIDATIONS, FULL_LIQUIDATIONS, TOPUPS) == (cfg.CALLS, cfg.LIQUIDATIONS, cfg.FULL_LIQUIDATIONS, cfg.TOPUPS)
 
 assert (OPEN, MODIFIED, CLOSED, NO_STEP) == (cfg.OPEN, cfg.MODIFIED, cfg.CLOSED, cfg.NO_STEP)
+assert (STEP_LOSS_ROW, STEP_FEES_ROW, STEP_OPEN_DEBT_ROW, STEP_COLLATERAL_VALUE_ROW) == (
+    cfg.STEP_LOSS, cfg.STEP_FEES, cfg.STEP_OPEN_DEBT, cfg.STEP_COLLATERAL_VALUE)
 
 cdef extern from *:
     # Rows of one thread's scratch never overlap: telling the compiler lets it vectorise
@@ -56,6 +64,8 @@ cdef extern from *:
     ctypedef double* double_ptr "double * __restrict__"
     ctypedef const double* const_double_ptr "const double * __restrict__"
 cdef Py_ssize_t LOAN_CHUNK = cfg.LOAN_CHUNK
+cdef Py_ssize_t GROUP = cfg.ACTIVE_PATH_GROUP
+cdef Py_ssize_t N_STEP_MONEY = cfg.N_STEP_MONEY
 cdef double MARGIN = cfg.GUARD_MARGIN
 cdef double TINY = cfg.GUARD_TINY
 cdef double HUGE = cfg.GUARD_HUGE
@@ -95,16 +105,25 @@ cdef struct PathScratch:
     double* debt_now
     double* principal_now
     double* loss_on_path
+    double* loss_by_path    # a loan's losses scattered back to block order
     i8* had_call
     i8* had_liquidation
-    double* acc_money       # [N_MONEY][width]
-    i64* acc_counts         # [N_COUNTS][width]
+    double* acc_money       # [N_MONEY][width]: the rows of the current loan's asset
+    i64* acc_counts         # [N_COUNTS][width]: likewise
     double* acc_sold        # [n_assets][width]
     double* acc_step_sold   # [steps][n_assets][width]
     double* acc_step_loss   # [steps][width] (rows of one [N_STEP_MONEY][steps][width] block)
     double* acc_step_fees
     double* acc_step_open_debt
     double* acc_step_collateral_value
+    # All assets' accumulators ([n_assets][N_MONEY][width], [n_assets][N_COUNTS][width],
+    # [n_assets][N_STEP_MONEY][steps][width]); the pointers above select one asset's.
+    double* money_all
+    i64* counts_all
+    double* step_money_all
+    Py_ssize_t money_size
+    Py_ssize_t counts_size
+    Py_ssize_t step_rows_size   # steps * width
 
 
 cdef inline u64 _mix64(u64 x) noexcept nogil:
@@ -320,15 +339,73 @@ cdef void _record_exposure(const_double_ptr row, Py_ssize_t n_paths, double debt
         collateral_value[p] += collateral_now[p] * row[p] if is_open else 0.0
 
 
-cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, const double* price_floor,
-                         Py_ssize_t n_steps, Py_ssize_t n_paths, i64 path_offset, bint partial,
-                         PathScratch* s, double* loan_loss, i64* loan_calls,
-                         i64* loan_liquidated) noexcept nogil:
-    """All steps of one loan on every path of the block; scratch left reset.
+cdef Py_ssize_t _active_paths(const double* path_min, Py_ssize_t n_paths, Py_ssize_t n_steps,
+                              double debt0, double growth, double collateral0,
+                              double call_collateral) noexcept nogil:
+    """Near-trigger skipping: how many of the sorted paths (a prefix) the loan must run on.
 
-    ``price_floor[asset, t]`` is the lowest price of the block's paths: until a loan is
-    touched every path has guard 1, so pass A reduces to comparing it with the step's
-    threshold, and a loan that is never touched costs O(1) per step.
+    See the numba kernel's ``_active_paths`` for why a skipped path would have added
+    exactly nothing. Returns the count of sorted minima <= the larger of the first and
+    last step's thresholds, rounded up to whole groups (at most all paths); all paths
+    when a threshold is out of range.
+    """
+    cdef double debt_t = debt0
+    cdef double first, last, trigger
+    cdef Py_ssize_t t, lo = 0, hi = n_paths, mid, n_active
+    for t in range(n_steps):
+        debt_t = debt_t * growth
+    first = _guard_threshold(debt0, collateral0, call_collateral)
+    last = _guard_threshold(debt_t, collateral0, call_collateral)
+    if not (first < INF and last < INF):
+        return n_paths
+    trigger = first if first > last else last
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if path_min[mid] <= trigger:
+            lo = mid + 1
+        else:
+            hi = mid
+    n_active = (lo + GROUP - 1) // GROUP * GROUP
+    return n_active if n_active < n_paths else n_paths
+
+
+cdef void _add_loan_loss(Py_ssize_t i, const i64* path_of, Py_ssize_t n_active,
+                         Py_ssize_t n_paths, double* loss_on_path, double* loss_by_path,
+                         double* loan_loss) noexcept nogil:
+    """Add the loan's losses on the block to ``loan_loss[i]`` in block path order (as
+    the reference does, whatever the layout); scratch rows left at 0."""
+    cdef bint lost = False
+    cdef Py_ssize_t p
+    cdef double total_loss
+    for p in range(n_active):
+        if loss_on_path[p] != 0.0:
+            loss_by_path[path_of[p]] = loss_on_path[p]
+            loss_on_path[p] = 0.0
+            lost = True
+    if lost:
+        total_loss = loan_loss[i]
+        for p in range(n_paths):
+            total_loss += loss_by_path[p]
+            loss_by_path[p] = 0.0
+        loan_loss[i] = total_loss
+
+
+cdef Py_ssize_t _evaluate_loan(const LoanTerms* loan, const double* prices,
+                               const double* price_floor, const double* path_min,
+                               const i64* order, bint skip, Py_ssize_t n_steps,
+                               Py_ssize_t n_paths, Py_ssize_t n_groups, i64 path_offset,
+                               bint partial, PathScratch* s, double* loan_loss,
+                               i64* loan_calls, i64* loan_liquidated) noexcept nogil:
+    """All steps of one loan on the block's paths that can come near its call; scratch
+    left reset. Returns how many paths that was (the loan's active prefix).
+
+    Paths are in the sorted layout of the loan's asset (``_path_order``): position ``j``
+    is block path ``order[asset, j]``, which keys the top-up draws. With ``skip`` the
+    loan runs on the prefix ``_active_paths`` finds (possibly none), otherwise on all.
+    ``price_floor[asset, t, g]`` is the lowest price of the first ``8 (g + 1)`` sorted
+    paths: until a loan is touched every path has guard 1, so pass A reduces to
+    comparing the prefix's floor with the step's threshold, and a loan that is never
+    touched costs O(1) per step.
     """
     cdef double collateral0 = loan.collateral0
     cdef double m = loan.m
@@ -340,9 +417,11 @@ cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, const doub
     cdef double cure_steps = <double>loan.cure
     cdef bint touched = False
     cdef double debt_t = loan.debt0
-    cdef double threshold, debt, shortfall, total_loss
+    cdef double threshold, debt, shortfall
     cdef const double* row
     cdef const double* final
+    cdef const double* floor_row
+    cdef const i64* path_of = order + loan.asset * n_paths
     cdef double* status = s.status
     cdef double* guard = s.guard
     cdef double* call_start = s.call_start
@@ -350,12 +429,18 @@ cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, const doub
     cdef i64* pending = s.pending
     cdef double* collateral_now = s.collateral_now
     cdef double* debt_now = s.debt_now
-    cdef double* loss_on_path = s.loss_on_path
     cdef double* unrealised = s.acc_money + UNREALISED * s.width
-    cdef Py_ssize_t t, p, q
+    cdef Py_ssize_t t, p, q, floor_group
+    cdef Py_ssize_t n_active = n_paths
     cdef i64 n_pending, watched = 0
     cdef bint near
     cdef i64 n_called, n_liquidated
+    if skip and guard_usable and m <= 1.0 and not s.record:
+        n_active = _active_paths(path_min + loan.asset * n_paths, n_paths, n_steps,
+                                 loan.debt0, loan.growth, collateral0, call_collateral)
+        if n_active == 0:
+            return 0
+    floor_group = (n_active - 1) // GROUP
     if s.record:  # pass D reads every path's collateral from step 0
         for p in range(n_paths):
             collateral_now[p] = collateral0
@@ -368,17 +453,17 @@ cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, const doub
             # A. Is any path near its call level (or closed with an infinite threshold)?
             threshold = _guard_threshold(debt_t, collateral0, call_collateral) if guard_usable else INF
             if touched:
-                near = _count_near(row, guard, n_paths, threshold) != 0
+                near = _count_near(row, guard, n_active, threshold) != 0
             else:
-                near = price_floor[loan.asset * (n_steps + 1) + t] <= threshold
+                near = price_floor[(loan.asset * (n_steps + 1) + t) * n_groups + floor_group] <= threshold
         if near:
             if not touched:
                 touched = True
                 if not s.record:
-                    for p in range(n_paths):
+                    for p in range(n_active):
                         collateral_now[p] = collateral0
             # B. Exact LTV everywhere; events and market cures marked pending.
-            n_pending = _mark_events(row, n_paths, <double>t, debt_t, m, l, can_expire,
+            n_pending = _mark_events(row, n_active, <double>t, debt_t, m, l, can_expire,
                                      cure_steps, status, call_start, topup_due, pending,
                                      collateral_now, &watched)
             # C. The spec's rules on the paths marked, eight paths at a time.
@@ -388,7 +473,8 @@ cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, const doub
                         | pending[p + 4] | pending[p + 5] | pending[p + 6] | pending[p + 7]) != 0:
                     for q in range(p, p + 8):
                         if pending[q] == EVENT:
-                            _settle_path_step(loan, q, t, path_offset + q, row[q], debt_t, partial, s)
+                            _settle_path_step(loan, q, t, path_offset + path_of[q], row[q], debt_t,
+                                              partial, s)
                             n_pending -= 1
                         elif pending[q] == CURED:
                             # Below the call level: the call in progress is cured by the market.
@@ -409,12 +495,12 @@ cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, const doub
         # Every path stayed above its threshold, also at the last step: LTV < m there,
         # so with m <= 1 no path can be under water and nothing is added.
         if m <= 1.0:
-            return
-        for p in range(n_paths):
+            return n_active
+        for p in range(n_active):
             shortfall = debt_t - collateral0 * final[p]
             unrealised[p] += shortfall if shortfall > 0.0 else 0.0
-        return
-    for p in range(n_paths):
+        return n_active
+    for p in range(n_active):
         debt = debt_now[p] if status[p] == MODIFIED else debt_t
         shortfall = debt - collateral_now[p] * final[p]
         if status[p] == CLOSED or shortfall < 0.0:
@@ -422,11 +508,9 @@ cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, const doub
         unrealised[p] += shortfall
     n_called = 0
     n_liquidated = 0
-    total_loss = loan_loss[loan.index]
-    for p in range(n_paths):
+    for p in range(n_active):
         n_called += s.had_call[p]
         n_liquidated += s.had_liquidation[p]
-        total_loss += loss_on_path[p]
         # Leave the scratch reset for the next loan.
         status[p] = OPEN
         guard[p] = 1.0
@@ -434,24 +518,30 @@ cdef void _evaluate_loan(const LoanTerms* loan, const double* prices, const doub
         topup_due[p] = NO_STEP
         s.had_call[p] = 0
         s.had_liquidation[p] = 0
-        loss_on_path[p] = 0.0
-    loan_loss[loan.index] = total_loss
+    if n_liquidated != 0:
+        _add_loan_loss(loan.index, path_of, n_active, n_paths, s.loss_on_path,
+                       s.loss_by_path, loan_loss)
     loan_calls[loan.index] += n_called
     loan_liquidated[loan.index] += n_liquidated
+    return n_active
 
 
-cdef void _evaluate_chunk(Py_ssize_t chunk, const double* prices, const double* price_floor,
-                          Py_ssize_t n_steps,
-                          Py_ssize_t n_paths, Py_ssize_t n_loans,
-                          const i64* asset_of, const double* collateral_of, const double* debt_of,
-                          const double* growth_of, const double* m_of, const double* l_of,
-                          const double* tau_of, const i64* cure_of, const double* fee_of,
-                          const double* topup_of, u64 seed_key, i64 path_offset, bint partial,
-                          PathScratch* s, double* loan_loss, i64* loan_calls,
-                          i64* loan_liquidated) noexcept nogil:
-    """Every loan of one chunk, in loan order, into one thread slot's scratch."""
+cdef i64 _evaluate_chunk(Py_ssize_t chunk, const double* prices, const double* price_floor,
+                         const double* path_min, const i64* order, bint skip,
+                         Py_ssize_t n_steps, Py_ssize_t n_paths, Py_ssize_t n_groups,
+                         Py_ssize_t n_loans,
+                         const i64* asset_of, const double* collateral_of, const double* debt_of,
+                         const double* growth_of, const double* m_of, const double* l_of,
+                         const double* tau_of, const i64* cure_of, const double* fee_of,
+                         const double* topup_of, u64 seed_key, i64 path_offset, bint partial,
+                         PathScratch* s, double* loan_loss, i64* loan_calls,
+                         i64* loan_liquidated) noexcept nogil:
+    """Every loan of one chunk, in loan order, into one thread slot's scratch (each into
+    the accumulators of its asset). Returns the loan-paths evaluated."""
     cdef LoanTerms loan
     cdef Py_ssize_t i
+    cdef i64 evaluated = 0
+    cdef double* step_money
     cdef Py_ssize_t stop = (chunk + 1) * LOAN_CHUNK
     if stop > n_loans:
         stop = n_loans
@@ -468,19 +558,34 @@ cdef void _evaluate_chunk(Py_ssize_t chunk, const double* prices, const double* 
         loan.fee = fee_of[i]
         loan.topup_prob = topup_of[i]
         loan.loan_key = _mix64(seed_key ^ <u64>i)
-        _evaluate_loan(&loan, prices, price_floor, n_steps, n_paths, path_offset, partial, s,
-                       loan_loss, loan_calls, loan_liquidated)
+        s.acc_money = s.money_all + loan.asset * s.money_size
+        s.acc_counts = s.counts_all + loan.asset * s.counts_size
+        if s.record:
+            step_money = s.step_money_all + loan.asset * N_STEP_MONEY * s.step_rows_size
+            s.acc_step_loss = step_money + STEP_LOSS_ROW * s.step_rows_size
+            s.acc_step_fees = step_money + STEP_FEES_ROW * s.step_rows_size
+            s.acc_step_open_debt = step_money + STEP_OPEN_DEBT_ROW * s.step_rows_size
+            s.acc_step_collateral_value = step_money + STEP_COLLATERAL_VALUE_ROW * s.step_rows_size
+        evaluated += _evaluate_loan(&loan, prices, price_floor, path_min, order, skip, n_steps,
+                                    n_paths, n_groups, path_offset, partial, s, loan_loss,
+                                    loan_calls, loan_liquidated)
+    return evaluated
 
 
-def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
+def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out, mode=None):
     """Evaluate every loan on one block of paths and add the results into ``out``.
 
     Same contract as :func:`ltvsim.backends._numpy_kernel.evaluate_block`. Releases the
-    GIL while it runs.
+    GIL while it runs. ``mode`` (private; default ``_path_order.MODE``) selects the
+    layout and near-trigger skipping, which never change a result. Returns the number
+    of loan-paths the passes ran on (a test hook).
     """
-    cdef const double[:, :, ::1] price_view = prices
-    # The lowest price of the block's paths, per asset and step (for pass A's shortcut).
-    cdef const double[:, ::1] floor_view = prices.min(axis=2)
+    layout = _path_order.sort_paths(prices, mode)
+    cdef const double[:, :, ::1] price_view = layout.prices
+    cdef const double[:, :, ::1] floor_view = layout.floor
+    cdef const double[:, ::1] min_view = layout.path_min
+    cdef const i64[:, ::1] order = layout.order
+    cdef bint skip = layout.skip
     cdef const i64[::1] asset_of = loans.asset
     cdef const double[::1] collateral_of = loans.collateral
     cdef const double[::1] debt_of = loans.debt
@@ -506,6 +611,7 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
     cdef Py_ssize_t n_assets = price_view.shape[0]
     cdef Py_ssize_t n_steps = price_view.shape[1] - 1
     cdef Py_ssize_t n_paths = price_view.shape[2]
+    cdef Py_ssize_t n_groups = floor_view.shape[2]
     cdef Py_ssize_t n_loans = debt_of.shape[0]
     cdef bint record = step_loss.shape[0] > 0
     cdef int n_slots = max(1, n_threads)
@@ -521,25 +627,30 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
     cdef i64[:, ::1] pending = scratch.pending
     cdef i8[:, ::1] had_call = scratch.had_call
     cdef i8[:, ::1] had_liquidation = scratch.had_liquidation
-    cdef double[:, :, ::1] acc_money = scratch.acc_money
-    cdef i64[:, :, ::1] acc_counts = scratch.acc_counts
+    cdef double[:, :, :, ::1] acc_money = scratch.acc_money
+    cdef i64[:, :, :, ::1] acc_counts = scratch.acc_counts
     cdef double[:, :, ::1] acc_sold = scratch.acc_sold
     cdef double[:, :, :, ::1] acc_step_sold = scratch.acc_step_sold
-    cdef double[:, :, :, ::1] acc_step_money = scratch.acc_step_money
+    cdef double[:, :, :, :, ::1] acc_step_money = scratch.acc_step_money
+    cdef i64[::1] evaluated = scratch.evaluated
     cdef Py_ssize_t width = path_state.shape[2]
 
     cdef PathScratch* slots = <PathScratch*> malloc(n_slots * sizeof(PathScratch))
     if slots == NULL:
         raise MemoryError()
-    cdef Py_ssize_t slot, k, a, t, p, wave, n_active
+    cdef Py_ssize_t slot, k, a, t, j, p, wave, n_busy
     cdef Py_ssize_t n_chunks = (n_loans + LOAN_CHUNK - 1) // LOAN_CHUNK
     cdef const double* price_ptr = &price_view[0, 0, 0]
-    cdef const double* floor_ptr = &floor_view[0, 0]
+    cdef const double* floor_ptr = &floor_view[0, 0, 0]
+    cdef const double* min_ptr = &min_view[0, 0]
+    cdef const i64* order_ptr = &order[0, 0]
+    cdef const i64* path_of
     cdef Py_ssize_t money_size = n_money * width
     cdef Py_ssize_t counts_size = n_counts * width
     cdef Py_ssize_t sold_size = n_assets * width
     cdef Py_ssize_t step_sold_size = n_step_rows * n_assets * width
-    cdef Py_ssize_t step_money_size = acc_step_money.shape[1] * n_step_rows * width
+    cdef Py_ssize_t step_money_size = n_assets * N_STEP_MONEY * n_step_rows * width
+    cdef double* step_money
     try:
         for slot in range(n_slots):
             slots[slot].width = width
@@ -554,55 +665,67 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
             slots[slot].debt_now = &path_state[slot, _args.DEBT_NOW, 0]
             slots[slot].principal_now = &path_state[slot, _args.PRINCIPAL_NOW, 0]
             slots[slot].loss_on_path = &path_state[slot, _args.LOSS_ON_PATH, 0]
+            slots[slot].loss_by_path = &path_state[slot, _args.LOSS_BY_PATH, 0]
             slots[slot].had_call = &had_call[slot, 0]
             slots[slot].had_liquidation = &had_liquidation[slot, 0]
-            slots[slot].acc_money = &acc_money[slot, 0, 0]
-            slots[slot].acc_counts = &acc_counts[slot, 0, 0]
+            slots[slot].money_all = &acc_money[slot, 0, 0, 0]
+            slots[slot].counts_all = &acc_counts[slot, 0, 0, 0]
+            slots[slot].money_size = money_size
+            slots[slot].counts_size = counts_size
+            slots[slot].step_rows_size = n_step_rows * width
+            slots[slot].acc_money = slots[slot].money_all
+            slots[slot].acc_counts = slots[slot].counts_all
             slots[slot].acc_sold = &acc_sold[slot, 0, 0]
             slots[slot].acc_step_sold = &acc_step_sold[slot, 0, 0, 0] if record else NULL
-            slots[slot].acc_step_loss = &acc_step_money[slot, cfg.STEP_LOSS, 0, 0] if record else NULL
-            slots[slot].acc_step_fees = &acc_step_money[slot, cfg.STEP_FEES, 0, 0] if record else NULL
-            slots[slot].acc_step_open_debt = &acc_step_money[slot, cfg.STEP_OPEN_DEBT, 0, 0] if record else NULL
-            slots[slot].acc_step_collateral_value = &acc_step_money[slot, cfg.STEP_COLLATERAL_VALUE, 0, 0] if record else NULL
+            slots[slot].step_money_all = &acc_step_money[slot, 0, 0, 0, 0] if record else NULL
+            slots[slot].acc_step_loss = NULL
+            slots[slot].acc_step_fees = NULL
+            slots[slot].acc_step_open_debt = NULL
+            slots[slot].acc_step_collateral_value = NULL
         with nogil:
             wave = 0
             while wave < n_chunks:
-                n_active = n_chunks - wave
-                if n_active > n_slots:
-                    n_active = n_slots
-                for slot in prange(n_active, num_threads=n_slots, schedule="static", chunksize=1):
-                    memset(slots[slot].acc_money, 0, money_size * sizeof(double))
-                    memset(slots[slot].acc_counts, 0, counts_size * sizeof(i64))
+                n_busy = n_chunks - wave
+                if n_busy > n_slots:
+                    n_busy = n_slots
+                for slot in prange(n_busy, num_threads=n_slots, schedule="static", chunksize=1):
+                    memset(slots[slot].money_all, 0, n_assets * money_size * sizeof(double))
+                    memset(slots[slot].counts_all, 0, n_assets * counts_size * sizeof(i64))
                     memset(slots[slot].acc_sold, 0, sold_size * sizeof(double))
                     if record:
                         memset(slots[slot].acc_step_sold, 0, step_sold_size * sizeof(double))
-                        memset(slots[slot].acc_step_loss, 0, step_money_size * sizeof(double))
-                    _evaluate_chunk(wave + slot, price_ptr, floor_ptr, n_steps, n_paths, n_loans,
-                                    &asset_of[0], &collateral_of[0], &debt_of[0], &growth_of[0],
-                                    &m_of[0], &l_of[0], &tau_of[0], &cure_of[0], &fee_of[0],
-                                    &topup_of[0], seed_key, offset, is_partial, &slots[slot],
-                                    &loan_loss[0], &loan_calls[0], &loan_liquidated[0])
-                # Serial reduction in chunk order: the result does not depend on n_slots.
-                for slot in range(n_active):
-                    for k in range(n_money):
-                        for p in range(n_paths):
-                            path_money[k, p] += acc_money[slot, k, p]
-                    for k in range(n_counts):
-                        for p in range(n_paths):
-                            path_counts[k, p] += acc_counts[slot, k, p]
+                        memset(slots[slot].step_money_all, 0, step_money_size * sizeof(double))
+                    evaluated[slot] += _evaluate_chunk(
+                        wave + slot, price_ptr, floor_ptr, min_ptr, order_ptr, skip, n_steps,
+                        n_paths, n_groups, n_loans, &asset_of[0], &collateral_of[0],
+                        &debt_of[0], &growth_of[0], &m_of[0], &l_of[0], &tau_of[0],
+                        &cure_of[0], &fee_of[0], &topup_of[0], seed_key, offset, is_partial,
+                        &slots[slot], &loan_loss[0], &loan_calls[0], &loan_liquidated[0])
+                # Serial reduction in chunk order, asset by asset, each asset's sums
+                # scattered from sorted position back to block order: the result depends
+                # neither on n_slots nor on the layout (``_config.ACTIVE_PATH_GROUP``).
+                for slot in range(n_busy):
                     for a in range(n_assets):
-                        for p in range(n_paths):
-                            path_sold[a, p] += acc_sold[slot, a, p]
-                    if record:
-                        for t in range(n_step_rows):
-                            for p in range(n_paths):
-                                step_loss[t, p] += slots[slot].acc_step_loss[t * width + p]
-                                step_fees[t, p] += slots[slot].acc_step_fees[t * width + p]
-                                step_open_debt[t, p] += slots[slot].acc_step_open_debt[t * width + p]
-                                step_collateral_value[t, p] += slots[slot].acc_step_collateral_value[t * width + p]
-                            for a in range(n_assets):
-                                for p in range(n_paths):
-                                    step_sold[t, a, p] += acc_step_sold[slot, t, a, p]
+                        path_of = order_ptr + a * n_paths
+                        for k in range(n_money):
+                            for j in range(n_paths):
+                                path_money[k, path_of[j]] += acc_money[slot, a, k, j]
+                        for k in range(n_counts):
+                            for j in range(n_paths):
+                                path_counts[k, path_of[j]] += acc_counts[slot, a, k, j]
+                        for j in range(n_paths):
+                            path_sold[a, path_of[j]] += acc_sold[slot, a, j]
+                        if record:
+                            step_money = slots[slot].step_money_all + a * N_STEP_MONEY * n_step_rows * width
+                            for t in range(n_step_rows):
+                                for j in range(n_paths):
+                                    p = path_of[j]
+                                    step_loss[t, p] += step_money[(STEP_LOSS_ROW * n_step_rows + t) * width + j]
+                                    step_fees[t, p] += step_money[(STEP_FEES_ROW * n_step_rows + t) * width + j]
+                                    step_open_debt[t, p] += step_money[(STEP_OPEN_DEBT_ROW * n_step_rows + t) * width + j]
+                                    step_collateral_value[t, p] += step_money[(STEP_COLLATERAL_VALUE_ROW * n_step_rows + t) * width + j]
+                                    step_sold[t, a, p] += acc_step_sold[slot, t, a, j]
                 wave += n_slots
     finally:
         free(slots)
+    return int(scratch.evaluated.sum())

@@ -15,9 +15,17 @@ Design (the Cython kernel is the same, name for name):
      liquidation, a partially sold loan) is marked ``pending``.
   C. ``_settle_path_step`` on the pending paths only: the spec's rules 1-7 verbatim.
   A and B decide with the spec's expressions, so skipping never changes a bit.
+* Near-trigger skipping: each block's paths are sorted per asset by their lowest price
+  (``_path_order``, in Python), and a loan runs its passes only on the prefix of sorted
+  paths whose lowest price reaches its highest guard threshold (``_active_paths``: a
+  binary search; with none, the loan costs O(steps)). A skipped path provably stays
+  untouched, and an untouched path adds exactly 0.0. Not with record_steps (pass D
+  needs every path), a margin-call LTV above 1 or an unusable guard.
 * Loans are cut into fixed chunks of ``LOAN_CHUNK``. Threads take chunks in waves, each
-  into its own scratch row, and the chunks' per-path sums are added serially in chunk
-  order, so results are identical for any thread count.
+  into its own scratch row, with per-path sums per asset in that asset's sorted order;
+  they are added serially in chunk order, asset by asset, back into block order, so
+  results are identical for any thread count, path block and layout (see
+  ``_config.ACTIVE_PATH_GROUP``).
 """
 import numba
 import numpy as np
@@ -26,7 +34,7 @@ from numba import njit, prange
 from .. import _config as cfg
 from .._numba_threads import run_parallel
 from .._rng import MASK64, mix64
-from . import _args
+from . import _args, _path_order
 
 _U = np.uint64
 _GOLDEN = _U(0x9E3779B97F4A7C15)
@@ -41,9 +49,11 @@ _CALLS, _LIQUIDATIONS, _FULL, _TOPUPS = cfg.CALLS, cfg.LIQUIDATIONS, cfg.FULL_LI
 _STATUS, _GUARD, _CALL_START, _TOPUP_DUE = _args.STATUS, _args.GUARD, _args.CALL_START, _args.TOPUP_DUE
 _EVENT, _CURED = 1, 2  # what pass C must do on a path
 _COLLATERAL_NOW, _DEBT_NOW, _PRINCIPAL_NOW, _LOSS_ON_PATH = _args.COLLATERAL_NOW, _args.DEBT_NOW, _args.PRINCIPAL_NOW, _args.LOSS_ON_PATH
+_LOSS_BY_PATH = _args.LOSS_BY_PATH
 _STEP_LOSS, _STEP_FEES = cfg.STEP_LOSS, cfg.STEP_FEES
 _STEP_OPEN_DEBT, _STEP_COLLATERAL_VALUE = cfg.STEP_OPEN_DEBT, cfg.STEP_COLLATERAL_VALUE
 _LOAN_CHUNK = cfg.LOAN_CHUNK
+_GROUP = cfg.ACTIVE_PATH_GROUP
 _MARGIN, _TINY, _HUGE = cfg.GUARD_MARGIN, cfg.GUARD_TINY, cfg.GUARD_HUGE
 
 _jit = dict(cache=True, nogil=True, error_model="numpy", fastmath=False)
@@ -271,29 +281,84 @@ def _record_exposure(row, n_paths, debt_t, status, debt_now, collateral_now, ope
         collateral_value[p] += collateral_now[p] * row[p] if is_open else 0.0
 
 
-@njit(inline="always", **_jit_no_nrt)
-def _evaluate_loan(i, prices, price_floor, asset, collateral0, debt0, growth, m, l, tau, cure, fee,
-                   topup_prob, seed_key, path_offset, partial, state, pending, had_call,
-                   had_liquidation, acc_money, acc_counts, acc_sold, acc_step_sold,
-                   acc_step_money, record, loan_loss, loan_calls,
-                   loan_liquidated):
-    """All steps of loan ``i`` on every path of the block; scratch left reset.
+@njit(**_jit_no_nrt)
+def _active_paths(path_min, n_steps, debt0, growth, collateral0, call_collateral):
+    """Near-trigger skipping: how many of the sorted paths (a prefix) the loan must run on.
 
-    ``price_floor[asset, t]`` is the lowest price of the block's paths: until a loan is
-    touched every path has guard 1, so pass A reduces to comparing it with the step's
-    threshold, and a loan that is never touched costs O(1) per step.
+    The loan's threshold at step t is ``_guard_threshold(debt_t)`` with ``debt_t`` the
+    shared schedule ``debt0 * growth * ... * growth``: a monotone sequence (one factor,
+    rounding is monotone), and ``_guard_threshold`` is monotone in it while in range. Its
+    in-range conditions are intervals in ``debt_t``, so when the thresholds of the first
+    and last step are finite, every step's is, and ``trigger``, the larger of the two,
+    bounds them all. A path whose lowest price is above ``trigger`` therefore stays
+    pristine on every step (by induction: open, initial collateral, no call, guard 1,
+    price above the threshold, so pass A never flags it and the guard proves LTV < m <=
+    liquidation LTV, so pass B marks nothing), and with m <= 1 its horizon shortfall is
+    negative too. Evaluated, it would only add 0.0 to its sums (and 0 to its counts);
+    every sum starts at +0.0 and so is never -0.0, and x + 0.0 == x to the last bit.
+    Skipping it changes nothing. The caller uses this only without record_steps (pass
+    D adds every open path), with m <= 1 and a usable guard.
+
+    Returns the count of sorted minima <= trigger (binary search), rounded up to a
+    whole number of ``ACTIVE_PATH_GROUP`` paths (at most all paths); all paths when a
+    threshold is out of range.
+    """
+    n_paths = path_min.shape[0]
+    debt_t = debt0
+    for t in range(n_steps):
+        debt_t = debt_t * growth
+    first = _guard_threshold(debt0, collateral0, call_collateral)
+    last = _guard_threshold(debt_t, collateral0, call_collateral)
+    if not (first < np.inf and last < np.inf):
+        return n_paths
+    trigger = first if first > last else last
+    lo = 0
+    hi = n_paths
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if path_min[mid] <= trigger:
+            lo = mid + 1
+        else:
+            hi = mid
+    n_active = (lo + _GROUP - 1) // _GROUP * _GROUP
+    return n_active if n_active < n_paths else n_paths
+
+
+@njit(**_jit_no_nrt)
+def _evaluate_loan(i, prices, price_floor, path_min, order, skip, asset, collateral0, debt0,
+                   growth, m, l, tau, cure, fee, topup_prob, seed_key, path_offset, partial,
+                   state, pending, had_call, had_liquidation, acc_money, acc_counts, acc_sold,
+                   acc_step_sold, acc_step_money, record, loan_loss, loan_calls,
+                   loan_liquidated):
+    """All steps of loan ``i`` on the block's paths that can come near its call; scratch
+    left reset. Returns how many paths that was (the loan's active prefix).
+
+    Paths are in the sorted layout of the loan's asset (``_path_order``): position ``j``
+    is block path ``order[asset, j]``, which keys the top-up draws. With ``skip`` the
+    loan runs on the prefix ``_active_paths`` finds (possibly none), otherwise on all.
+    ``price_floor[asset, t, g]`` is the lowest price of the first ``8 (g + 1)`` sorted
+    paths: until a loan is touched every path has guard 1, so pass A reduces to
+    comparing the prefix's floor with the step's threshold, and a loan that is never
+    touched costs O(1) per step.
     """
     n_paths = prices.shape[2]
     n_steps = prices.shape[1] - 1
+    call_collateral = collateral0 * m
+    guard_usable = _TINY <= m <= _HUGE and _TINY <= collateral0 <= _HUGE and _TINY <= call_collateral <= _HUGE
+    n_active = n_paths
+    if skip and guard_usable and m <= 1.0 and not record:
+        n_active = _active_paths(path_min[asset], n_steps, debt0, growth, collateral0, call_collateral)
+        if n_active == 0:
+            return 0
+    floor_group = (n_active - 1) // _GROUP
+    path_of = order[asset]
     status = state[_STATUS]
     guard = state[_GUARD]
     call_start = state[_CALL_START]
     topup_due = state[_TOPUP_DUE]
     collateral_now = state[_COLLATERAL_NOW]
     debt_now = state[_DEBT_NOW]
-    call_collateral = collateral0 * m
     loan_key = _mix64(seed_key ^ _U(i))
-    guard_usable = _TINY <= m <= _HUGE and _TINY <= collateral0 <= _HUGE and _TINY <= call_collateral <= _HUGE
     expire_after = np.float64(cure) if cure >= 1 else np.inf
     if record:  # pass D reads every path's collateral from step 0
         for p in range(n_paths):
@@ -310,17 +375,17 @@ def _evaluate_loan(i, prices, price_floor, asset, collateral0, debt0, growth, m,
             # A. Is any path near its call level (or closed with an infinite threshold)?
             threshold = _guard_threshold(debt_t, collateral0, call_collateral) if guard_usable else np.inf
             if touched:
-                near = _count_near(row, guard, n_paths, threshold) != 0
+                near = _count_near(row, guard, n_active, threshold) != 0
             else:
-                near = price_floor[asset, t] <= threshold
+                near = price_floor[asset, t, floor_group] <= threshold
         if near:
             if not touched:
                 touched = True
                 if not record:
-                    for p in range(n_paths):
+                    for p in range(n_active):
                         collateral_now[p] = collateral0
             # B. Exact LTV everywhere; events and market cures marked pending.
-            n_pending, watched = _mark_events(row, n_paths, np.float64(t), debt_t, m, l,
+            n_pending, watched = _mark_events(row, n_active, np.float64(t), debt_t, m, l,
                                               expire_after, status, call_start, topup_due,
                                               pending, collateral_now)
             # C. The spec's rules on the paths marked, eight paths at a time.
@@ -330,7 +395,7 @@ def _evaluate_loan(i, prices, price_floor, asset, collateral0, debt0, growth, m,
                         | pending[p + 4] | pending[p + 5] | pending[p + 6] | pending[p + 7]) != 0:
                     for q in range(p, p + 8):
                         if pending[q] == _EVENT:
-                            _settle_path_step(q, t, path_offset + q, row[q], debt_t, debt0,
+                            _settle_path_step(q, t, path_offset + path_of[q], row[q], debt_t, debt0,
                                               growth, collateral0, m, l, tau, cure, fee,
                                               topup_prob, loan_key, asset, partial, state,
                                               had_call, had_liquidation, acc_money, acc_counts,
@@ -356,25 +421,22 @@ def _evaluate_loan(i, prices, price_floor, asset, collateral0, debt0, growth, m,
         # Every path stayed above its threshold, also at the last step: LTV < m there,
         # so with m <= 1 no path can be under water and nothing is added.
         if m <= 1.0:
-            return
-        for p in range(n_paths):
+            return n_active
+        for p in range(n_active):
             shortfall = debt_t - collateral0 * final[p]
             unrealised[p] += shortfall if shortfall > 0.0 else 0.0
-        return
-    for p in range(n_paths):
+        return n_active
+    for p in range(n_active):
         debt = debt_now[p] if status[p] == _MODIFIED else debt_t
         shortfall = debt - collateral_now[p] * final[p]
         if status[p] == _CLOSED or shortfall < 0.0:
             shortfall = 0.0
         unrealised[p] += shortfall
-    loss_on_path = state[_LOSS_ON_PATH]
     n_called = 0
     n_liquidated = 0
-    total_loss = loan_loss[i]
-    for p in range(n_paths):
+    for p in range(n_active):
         n_called += had_call[p]
         n_liquidated += had_liquidation[p]
-        total_loss += loss_on_path[p]
         # Leave the scratch reset for the next loan.
         status[p] = _OPEN
         guard[p] = 1.0
@@ -382,89 +444,123 @@ def _evaluate_loan(i, prices, price_floor, asset, collateral0, debt0, growth, m,
         topup_due[p] = _NO_STEP
         had_call[p] = 0
         had_liquidation[p] = 0
-        loss_on_path[p] = 0.0
-    loan_loss[i] = total_loss
+    if n_liquidated != 0:
+        _add_loan_loss(i, path_of, n_active, n_paths, state[_LOSS_ON_PATH],
+                       state[_LOSS_BY_PATH], loan_loss)
     loan_calls[i] += n_called
     loan_liquidated[i] += n_liquidated
+    return n_active
 
 
 @njit(**_jit_no_nrt)
-def _evaluate_chunk(chunk, prices, price_floor, asset_of, collateral_of, debt_of, growth_of, m_of, l_of,
-                    tau_of, cure_of, fee_of, topup_of, seed_key, path_offset, partial,
-                    state, pending, had_call, had_liquidation, acc_money, acc_counts, acc_sold,
-                    acc_step_sold, acc_step_money, record, loan_loss, loan_calls,
-                    loan_liquidated):
-    """Every loan of one chunk, in loan order, into one thread slot's scratch."""
+def _add_loan_loss(i, path_of, n_active, n_paths, loss_on_path, loss_by_path, loan_loss):
+    """Add the loan's losses on the block to ``loan_loss[i]`` in block path order (as
+    the reference does, whatever the layout); scratch rows left at 0."""
+    lost = False
+    for p in range(n_active):
+        if loss_on_path[p] != 0.0:
+            loss_by_path[path_of[p]] = loss_on_path[p]
+            loss_on_path[p] = 0.0
+            lost = True
+    if lost:
+        total_loss = loan_loss[i]
+        for p in range(n_paths):
+            total_loss += loss_by_path[p]
+            loss_by_path[p] = 0.0
+        loan_loss[i] = total_loss
+
+
+@njit(**_jit_no_nrt)
+def _evaluate_chunk(chunk, prices, price_floor, path_min, order, skip, asset_of, collateral_of,
+                    debt_of, growth_of, m_of, l_of, tau_of, cure_of, fee_of, topup_of, seed_key,
+                    path_offset, partial, state, pending, had_call, had_liquidation, acc_money,
+                    acc_counts, acc_sold, acc_step_sold, acc_step_money, record, loan_loss,
+                    loan_calls, loan_liquidated):
+    """Every loan of one chunk, in loan order, into one thread slot's scratch (each into
+    the accumulators of its asset). Returns the loan-paths evaluated."""
     stop = min((chunk + 1) * _LOAN_CHUNK, debt_of.shape[0])
+    evaluated = 0
     for i in range(chunk * _LOAN_CHUNK, stop):
-        _evaluate_loan(i, prices, price_floor, asset_of[i], collateral_of[i], debt_of[i], growth_of[i],
-                       m_of[i], l_of[i], tau_of[i], cure_of[i], fee_of[i], topup_of[i],
-                       seed_key, path_offset, partial, state, pending, had_call, had_liquidation,
-                       acc_money, acc_counts, acc_sold, acc_step_sold, acc_step_money,
-                       record, loan_loss, loan_calls, loan_liquidated)
+        a = asset_of[i]
+        evaluated += _evaluate_loan(i, prices, price_floor, path_min, order, skip, a,
+                                    collateral_of[i], debt_of[i], growth_of[i], m_of[i], l_of[i],
+                                    tau_of[i], cure_of[i], fee_of[i], topup_of[i], seed_key,
+                                    path_offset, partial, state, pending, had_call,
+                                    had_liquidation, acc_money[a], acc_counts[a], acc_sold,
+                                    acc_step_sold, acc_step_money[a], record, loan_loss,
+                                    loan_calls, loan_liquidated)
+    return evaluated
 
 
 @njit(parallel=True, **_jit)
-def _evaluate_chunks(prices, price_floor, asset_of, collateral_of, debt_of, growth_of, m_of, l_of, tau_of,
-                     cure_of, fee_of, topup_of, seed_key, path_offset, partial, n_slots,
-                     path_state, pending, had_call, had_liquidation, acc_money, acc_counts, acc_sold,
-                     acc_step_sold, acc_step_money, path_money, path_counts, path_sold,
-                     step_sold, step_loss, step_fees, step_open_debt, step_collateral_value,
-                     loan_loss, loan_calls, loan_liquidated):
+def _evaluate_chunks(prices, price_floor, path_min, order, skip, asset_of, collateral_of, debt_of,
+                     growth_of, m_of, l_of, tau_of, cure_of, fee_of, topup_of, seed_key,
+                     path_offset, partial, n_slots, path_state, pending, had_call,
+                     had_liquidation, acc_money, acc_counts, acc_sold, acc_step_sold,
+                     acc_step_money, evaluated, path_money, path_counts, path_sold, step_sold,
+                     step_loss, step_fees, step_open_debt, step_collateral_value, loan_loss,
+                     loan_calls, loan_liquidated):
     n_loans = debt_of.shape[0]
+    n_assets = prices.shape[0]
     n_paths = prices.shape[2]
     record = step_loss.shape[0] > 0
     n_chunks = (n_loans + _LOAN_CHUNK - 1) // _LOAN_CHUNK
     for wave in range(0, n_chunks, n_slots):
-        n_active = min(n_slots, n_chunks - wave)
-        for slot in prange(n_active):
+        n_busy = min(n_slots, n_chunks - wave)
+        for slot in prange(n_busy):
             acc_money[slot] = 0.0
             acc_counts[slot] = 0
             acc_sold[slot] = 0.0
             if record:
                 acc_step_sold[slot] = 0.0
                 acc_step_money[slot] = 0.0
-            _evaluate_chunk(wave + slot, prices, price_floor, asset_of, collateral_of, debt_of, growth_of,
-                            m_of, l_of, tau_of, cure_of, fee_of, topup_of, seed_key,
-                            path_offset, partial, path_state[slot], pending[slot], had_call[slot],
-                            had_liquidation[slot], acc_money[slot], acc_counts[slot],
-                            acc_sold[slot], acc_step_sold[slot], acc_step_money[slot], record,
-                            loan_loss, loan_calls, loan_liquidated)
-        # Serial reduction in chunk order: the result does not depend on n_slots.
-        for slot in range(n_active):
-            for k in range(path_money.shape[0]):
-                for p in range(n_paths):
-                    path_money[k, p] += acc_money[slot, k, p]
-            for k in range(path_counts.shape[0]):
-                for p in range(n_paths):
-                    path_counts[k, p] += acc_counts[slot, k, p]
-            for a in range(path_sold.shape[0]):
-                for p in range(n_paths):
-                    path_sold[a, p] += acc_sold[slot, a, p]
-            if record:
-                for t in range(step_loss.shape[0]):
-                    for p in range(n_paths):
-                        step_loss[t, p] += acc_step_money[slot, _STEP_LOSS, t, p]
-                        step_fees[t, p] += acc_step_money[slot, _STEP_FEES, t, p]
-                        step_open_debt[t, p] += acc_step_money[slot, _STEP_OPEN_DEBT, t, p]
-                        step_collateral_value[t, p] += acc_step_money[slot, _STEP_COLLATERAL_VALUE, t, p]
-                    for a in range(step_sold.shape[1]):
-                        for p in range(n_paths):
-                            step_sold[t, a, p] += acc_step_sold[slot, t, a, p]
+            evaluated[slot] += _evaluate_chunk(
+                wave + slot, prices, price_floor, path_min, order, skip, asset_of,
+                collateral_of, debt_of, growth_of, m_of, l_of, tau_of, cure_of, fee_of,
+                topup_of, seed_key, path_offset, partial, path_state[slot], pending[slot],
+                had_call[slot], had_liquidation[slot], acc_money[slot], acc_counts[slot],
+                acc_sold[slot], acc_step_sold[slot], acc_step_money[slot], record, loan_loss,
+                loan_calls, loan_liquidated)
+        # Serial reduction in chunk order, asset by asset, each asset's sums scattered
+        # from sorted position back to block order: the result depends neither on
+        # n_slots nor on the layout (``_config.ACTIVE_PATH_GROUP``).
+        for slot in range(n_busy):
+            for a in range(n_assets):
+                path_of = order[a]
+                for k in range(path_money.shape[0]):
+                    for j in range(n_paths):
+                        path_money[k, path_of[j]] += acc_money[slot, a, k, j]
+                for k in range(path_counts.shape[0]):
+                    for j in range(n_paths):
+                        path_counts[k, path_of[j]] += acc_counts[slot, a, k, j]
+                for j in range(n_paths):
+                    path_sold[a, path_of[j]] += acc_sold[slot, a, j]
+                if record:
+                    for t in range(step_loss.shape[0]):
+                        for j in range(n_paths):
+                            p = path_of[j]
+                            step_loss[t, p] += acc_step_money[slot, a, _STEP_LOSS, t, j]
+                            step_fees[t, p] += acc_step_money[slot, a, _STEP_FEES, t, j]
+                            step_open_debt[t, p] += acc_step_money[slot, a, _STEP_OPEN_DEBT, t, j]
+                            step_collateral_value[t, p] += acc_step_money[slot, a, _STEP_COLLATERAL_VALUE, t, j]
+                            step_sold[t, a, p] += acc_step_sold[slot, t, a, j]
 
 
-def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out):
+def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out, mode=None):
     """Evaluate every loan on one block of paths and add the results into ``out``.
 
     Same contract as :func:`ltvsim.backends._numpy_kernel.evaluate_block`. Releases the
-    GIL while it runs.
+    GIL while it runs. ``mode`` (private; default ``_path_order.MODE``) selects the
+    layout and near-trigger skipping, which never change a result. Returns the number
+    of loan-paths the passes ran on (a test hook).
     """
     n_assets, n_steps_1, n_paths = prices.shape
     record = out.step_loss.shape[0] > 0
     n_slots = max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS))
     scratch = _args.allocate_scratch(n_slots, n_paths, n_steps_1 - 1, n_assets, record)
     seed_key = _U(mix64(int(seed) & MASK64))
-    # The lowest price of the block's paths, per asset and step (for pass A's shortcut).
-    price_floor = np.ascontiguousarray(prices.min(axis=2))
-    run_parallel(_evaluate_chunks, n_slots, prices, price_floor, *loans, seed_key, path_offset,
-                 bool(partial), n_slots, *scratch, *out)
+    layout = _path_order.sort_paths(prices, mode)
+    run_parallel(_evaluate_chunks, n_slots, layout.prices, layout.floor, layout.path_min,
+                 layout.order, layout.skip, *loans, seed_key, path_offset, bool(partial),
+                 n_slots, *scratch, *out)
+    return int(scratch.evaluated.sum())
