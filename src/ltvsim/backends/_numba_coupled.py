@@ -74,6 +74,10 @@ _BRIDGE_REACH = BRIDGE_REACH
 # its exponent to spare; this only guards the rounding of the test itself).
 _BRIDGE_SLACK = 1.0 + 1e-9
 
+# A loan's ``touched`` state in the group: pristine (no rows yet), touched (its rows
+# hold every lane's state), dead (closed on every lane: nothing left to do).
+_PRISTINE, _TOUCHED, _DEAD = 0, 1, 2
+
 _jit = dict(cache=True, nogil=True, error_model="numpy", fastmath=False)
 _jit_no_nrt = dict(_jit, _nrt=False)
 
@@ -293,12 +297,29 @@ def _settle(i, j, t, a, fee, fill, execution, st_q, st_debt, st_principal, st_or
 
 
 @njit(inline="always", **_jit_no_nrt)
-def _touch(i, debt, collateral0, debt0, st_status, st_q, st_debt, st_principal, st_call,
-           st_topup, st_order, st_kind, st_pending, st_acted, st_had_call, st_had_liq,
-           st_loss, touched):
-    """First look at a pristine loan: its rows from (q0, the schedule's debt, D0)."""
+def _lane_trigger(idle, debt, q, l):
+    """A lane's trigger price for sweeps k >= 2 (``_trigger_price`` without branches):
+    above it an idle open loan-path provably stays below its liquidation level; -inf
+    where it cannot liquidate (not ``idle``), +inf where the bound does not hold."""
+    level_collateral = q * l
+    threshold = debt / level_collateral
+    usable = ((_TINY <= l) & (l <= _HUGE) & (_TINY <= q) & (q <= _HUGE)
+              & (_TINY <= level_collateral) & (level_collateral <= _HUGE)
+              & (_TINY <= debt) & (debt <= _HUGE) & (_TINY <= threshold) & (threshold <= _HUGE)
+              & (_TINY <= q * threshold) & (q * threshold <= _HUGE))
+    trigger = threshold * (1.0 + _MARGIN) if usable else np.inf
+    return trigger if idle else -np.inf
+
+
+@njit(inline="always", **_jit_no_nrt)
+def _touch(i, n_group, debt, collateral0, debt0, l, st_status, st_q, st_debt, st_principal,
+           st_call, st_topup, st_order, st_kind, st_pending, st_acted, st_had_call,
+           st_had_liq, st_loss, st_trigger, touched):
+    """First look at a pristine loan: its rows from (q0, the schedule's debt, D0). Lanes
+    past the group's last path are closed (never looked at)."""
+    trigger = _trigger_price(debt, collateral0, l)
     for j in range(_G):
-        st_status[i, j] = _OPEN
+        st_status[i, j] = _OPEN if j < n_group else _CLOSED
         st_q[i, j] = collateral0
         st_debt[i, j] = debt
         st_principal[i, j] = debt0
@@ -311,20 +332,27 @@ def _touch(i, debt, collateral0, debt0, st_status, st_q, st_debt, st_principal, 
         st_had_call[i, j] = 0
         st_had_liq[i, j] = 0
         st_loss[i, j] = 0.0
-    touched[i] = 1
+        st_trigger[i, j] = trigger if j < n_group else -np.inf
+    touched[i] = _TOUCHED
 
 
 @njit(**_jit_no_nrt)
 def _sweep_one(c, t, n_group, group_start, path_offset, price, previous_price, price_min,
-               bridge_min, bridge_reach, asset_of, collateral_of, debt_of, growth_of, m_of,
-               l_of, tau_of, cure_of, fee_of, topup_of, seed_key, mode, close_factor,
-               full_close_ltv, min_liquidation, bridge, variance, touched, schedule,
-               pristine_threshold, st_status, st_q, st_debt, st_principal, st_call,
+               bridge_min, bridge_low, bridge_reach, asset_of, collateral_of, debt_of,
+               growth_of, m_of, l_of, tau_of, cure_of, fee_of, topup_of, seed_key, mode,
+               close_factor, full_close_ltv, min_liquidation, bridge, variance, touched,
+               schedule, pristine_threshold, st_status, st_q, st_debt, st_principal, st_call,
                st_topup, st_order, st_kind, st_pending, st_acted, st_had_call, st_had_liq,
-               st_loss, acc_counts, requested, crit_pristine, crit_touched, order_list,
-               order_count):
+               st_loss, st_trigger, acc_counts, requested, crit_pristine, crit_touched,
+               order_list, order_count):
     """Sweep 1 over the loans of chunk ``c``: accrue, the core rules at the opening
-    price, orders put up; the chunk's trigger prices and its list of orders."""
+    price, orders put up; the chunk's trigger prices and its list of orders.
+
+    A touched loan first runs a branch-free pass over its lanes (accrue; is anything
+    due: an order, a call in progress, LTV >= m, a possible crossing?); the reference's
+    rules run only on the lanes where something is. On the others they would change
+    nothing (LTV < m, no call: the cure branch resets what is already reset).
+    """
     n_assets = requested.shape[1]
     for a in range(n_assets):
         crit_pristine[c, a] = -np.inf
@@ -334,10 +362,14 @@ def _sweep_one(c, t, n_group, group_start, path_offset, price, previous_price, p
     n_orders = 0
     start = c * _LOAN_CHUNK
     stop = min(start + _LOAN_CHUNK, debt_of.shape[0])
+    crossings = bridge and t >= 1
     for i in range(start, stop):
+        state = touched[i]
+        if state == _DEAD:
+            continue
         a = asset_of[i]
         accrue = t >= 1
-        if touched[i] == 0:
+        if state == _PRISTINE:
             debt = schedule[i]
             if accrue:
                 debt = debt * growth_of[i]
@@ -347,7 +379,7 @@ def _sweep_one(c, t, n_group, group_start, path_offset, price, previous_price, p
             pristine_threshold[i] = threshold
             if price_min[a] > threshold:
                 skip = True
-                if bridge and t >= 1:
+                if crossings:
                     level = debt / (collateral0 * l_of[i])
                     skip = (_TINY <= level <= _HUGE
                             and bridge_min[a] > level * (1.0 + _MARGIN) * bridge_reach[a])
@@ -355,46 +387,71 @@ def _sweep_one(c, t, n_group, group_start, path_offset, price, previous_price, p
                     if threshold > crit_pristine[c, a]:
                         crit_pristine[c, a] = threshold
                     continue
-            _touch(i, debt, collateral0, debt_of[i], st_status, st_q, st_debt, st_principal,
-                   st_call, st_topup, st_order, st_kind, st_pending, st_acted, st_had_call,
-                   st_had_liq, st_loss, touched)
+            _touch(i, n_group, debt, collateral0, debt_of[i], l_of[i], st_status, st_q, st_debt,
+                   st_principal, st_call, st_topup, st_order, st_kind, st_pending, st_acted,
+                   st_had_call, st_had_liq, st_loss, st_trigger, touched)
             accrue = False
-        growth = growth_of[i]
         m = m_of[i]
         l = l_of[i]
-        loan_key = _mix64(seed_key ^ _U(i))
-        has_order = False
-        for j in range(n_group):
+        # Branch-free pass over the lanes (x * 1.0 == x: no accrual at t = 0). A lane
+        # open at LTV < m where no crossing can be drawn only has its call ended (the
+        # reference's cure branch; a top-up due is then cancelled): done here. The
+        # others (an order, LTV >= m, a possible crossing) are marked in ``due``.
+        growth = growth_of[i] if accrue else 1.0
+        due = 0
+        n_closed = 0
+        for j in range(_G):
             status = st_status[i, j]
-            if status == _CLOSED:
-                continue
+            debt = st_debt[i, j] * growth
+            st_debt[i, j] = debt
             st_acted[i, j] = 0
-            if accrue:
-                st_debt[i, j] = st_debt[i, j] * growth
-            if status == _LIQUIDATING:
-                st_pending[i, j] = 1
-                st_acted[i, j] = 1
-                requested[c, a, j] += st_order[i, j]
-                has_order = True
-                continue
-            v = variance[a, t, group_start + j] if bridge else 0.0
-            if _round_one(i, j, t, path_offset + group_start + j, price[a, j],
-                          previous_price[a, j], m, l, tau_of[i], cure_of[i], fee_of[i],
-                          topup_of[i], loan_key, bridge, v, mode, close_factor,
-                          full_close_ltv, min_liquidation, st_q, st_debt, st_call, st_topup,
-                          st_order, st_kind, st_status, st_acted, st_had_call, st_had_liq,
-                          acc_counts, c):
-                st_pending[i, j] = 1
-                st_acted[i, j] = 1
-                requested[c, a, j] += st_order[i, j]
-                has_order = True
-            elif st_acted[i, j] == 0:
-                trigger = _trigger_price(st_debt[i, j], st_q[i, j], l)
-                if trigger > crit_touched[c, a, j]:
-                    crit_touched[c, a, j] = trigger
-        if has_order:
-            order_list[c, n_orders] = i
-            n_orders += 1
+            q = st_q[i, j]
+            ltv = debt / (q * price[a, j])
+            is_open = status == _OPEN
+            quiet = is_open & (ltv < m)
+            if crossings:
+                level = debt / (q * l)
+                far = (_TINY <= level) & (level <= _HUGE) & (bridge_low[a, j] > level * (1.0 + _MARGIN) * bridge_reach[a])
+                quiet = quiet & far
+            st_call[i, j] = -1 if quiet else st_call[i, j]
+            st_topup[i, j] = -1 if quiet else st_topup[i, j]
+            due |= ((status == _LIQUIDATING) | (is_open & ~quiet)) << j
+            n_closed += status == _CLOSED
+            st_trigger[i, j] = _lane_trigger(is_open, debt, q, l)
+        if n_closed == _G:
+            touched[i] = _DEAD
+            continue
+        if due != 0:
+            loan_key = _mix64(seed_key ^ _U(i))
+            has_order = False
+            for j in range(n_group):
+                if not (due >> j) & 1:
+                    continue
+                if st_status[i, j] == _LIQUIDATING:
+                    st_pending[i, j] = 1
+                    st_acted[i, j] = 1
+                    requested[c, a, j] += st_order[i, j]
+                    has_order = True
+                else:
+                    v = variance[a, t, group_start + j] if bridge else 0.0
+                    if _round_one(i, j, t, path_offset + group_start + j, price[a, j],
+                                  previous_price[a, j], m, l, tau_of[i], cure_of[i], fee_of[i],
+                                  topup_of[i], loan_key, bridge, v, mode, close_factor,
+                                  full_close_ltv, min_liquidation, st_q, st_debt, st_call, st_topup,
+                                  st_order, st_kind, st_status, st_acted, st_had_call, st_had_liq,
+                                  acc_counts, c):
+                        st_pending[i, j] = 1
+                        st_acted[i, j] = 1
+                        requested[c, a, j] += st_order[i, j]
+                        has_order = True
+                # After the rules: an idle open lane keeps a trigger price, others none.
+                idle = st_status[i, j] == _OPEN and st_acted[i, j] == 0
+                st_trigger[i, j] = _lane_trigger(idle, st_debt[i, j], st_q[i, j], l)
+            if has_order:
+                order_list[c, n_orders] = i
+                n_orders += 1
+        for j in range(_G):
+            crit_touched[c, a, j] = max(crit_touched[c, a, j], st_trigger[i, j])
     order_count[c] = n_orders
 
 
@@ -403,13 +460,14 @@ def _sweep_next(c, t, n_group, decide, active, price, price_min, fill, execution
                 asset_of, collateral_of, debt_of, l_of, tau_of, fee_of, mode, close_factor,
                 full_close_ltv, min_liquidation, touched, schedule, pristine_threshold,
                 st_status, st_q, st_debt, st_principal, st_call, st_topup, st_order,
-                st_kind, st_pending, st_acted, st_had_call, st_had_liq, st_loss, acc_money,
-                acc_counts, acc_sold, acc_step_money, acc_step_sold, record, requested,
-                crit_pristine, crit_touched, order_list, order_count, new_order_list,
-                new_order_count):
+                st_kind, st_pending, st_acted, st_had_call, st_had_liq, st_loss, st_trigger,
+                acc_money, acc_counts, acc_sold, acc_step_money, acc_step_sold, record,
+                requested, crit_pristine, crit_touched, order_list, order_count,
+                new_order_list, new_order_count):
     """Sweep k >= 2 over chunk ``c``: settle the last round's orders (in loan order),
     then, while rounds may still decide, liquidate the loans the new price pushed over
-    their level (a scan in loan order, only where a trigger price was reached)."""
+    their level (a scan in loan order, only where a trigger price was reached; a loan
+    only where one of its lanes' trigger price was)."""
     n_assets = requested.shape[1]
     for a in range(n_assets):
         for j in range(_G):
@@ -435,13 +493,22 @@ def _sweep_next(c, t, n_group, decide, active, price, price_min, fill, execution
         start = c * _LOAN_CHUNK
         stop = min(start + _LOAN_CHUNK, debt_of.shape[0])
         for i in range(start, stop):
+            state = touched[i]
+            if state == _DEAD:
+                continue
             a = asset_of[i]
-            if touched[i] == 0:
+            if state == _PRISTINE:
                 if price_min[a] > pristine_threshold[i]:
                     continue
-                _touch(i, schedule[i], collateral_of[i], debt_of[i], st_status, st_q, st_debt,
-                       st_principal, st_call, st_topup, st_order, st_kind, st_pending,
-                       st_acted, st_had_call, st_had_liq, st_loss, touched)
+                _touch(i, n_group, schedule[i], collateral_of[i], debt_of[i], l_of[i], st_status,
+                       st_q, st_debt, st_principal, st_call, st_topup, st_order, st_kind,
+                       st_pending, st_acted, st_had_call, st_had_liq, st_loss, st_trigger,
+                       touched)
+            n_near = 0
+            for j in range(_G):  # inactive lanes (active 0) never count
+                n_near += active[j] & (price[a, j] <= st_trigger[i, j])
+            if n_near == 0:
+                continue
             l = l_of[i]
             has_order = False
             for j in range(n_group):
@@ -454,6 +521,7 @@ def _sweep_next(c, t, n_group, decide, active, price, price_min, fill, execution
                                    st_had_liq, acc_counts, c)
                         st_pending[i, j] = 1
                         st_acted[i, j] = 1
+                        st_trigger[i, j] = -np.inf
                         requested[c, a, j] += st_order[i, j]
                         has_order = True
             if has_order:
@@ -470,7 +538,7 @@ def _record_exposure(c, t, n_group, price, asset_of, collateral_of, touched, sch
     stop = min(start + _LOAN_CHUNK, asset_of.shape[0])
     for i in range(start, stop):
         a = asset_of[i]
-        if touched[i] == 0:
+        if touched[i] == _PRISTINE:
             debt = schedule[i]
             q = collateral_of[i]
             for j in range(n_group):
@@ -492,7 +560,7 @@ def _horizon(c, n_group, final, asset_of, collateral_of, touched, schedule, st_s
     stop = min(start + _LOAN_CHUNK, asset_of.shape[0])
     for i in range(start, stop):
         a = asset_of[i]
-        if touched[i] == 0:
+        if touched[i] == _PRISTINE:
             debt = schedule[i]
             q = collateral_of[i]
             for j in range(n_group):
@@ -524,7 +592,7 @@ def _evaluate_groups(prices, asset_of, collateral_of, debt_of, growth_of, m_of, 
                      share, decay, max_rounds, bridge, variance, touched, schedule,
                      pristine_threshold, st_status, st_q, st_debt, st_principal, st_call,
                      st_topup, st_order, st_kind, st_pending, st_acted, st_had_call,
-                     st_had_liq, st_loss, acc_money, acc_counts, acc_sold, acc_unsold,
+                     st_had_liq, st_loss, st_trigger, acc_money, acc_counts, acc_sold, acc_unsold,
                      acc_step_money, acc_step_sold, requested, crit_pristine, crit_touched,
                      order_lists, order_counts, path_money, path_counts, path_sold,
                      step_sold, step_loss, step_fees, step_open_debt, step_collateral_value,
@@ -547,6 +615,7 @@ def _evaluate_groups(prices, asset_of, collateral_of, debt_of, growth_of, m_of, 
     total = np.zeros(n_assets)
     price_min = np.zeros(n_assets)
     bridge_min = np.zeros(n_assets)
+    bridge_low = np.zeros((n_assets, _G))
     bridge_reach = np.ones(n_assets)
     active = np.zeros(_G, dtype=np.int8)
     deepest = np.zeros(_G, dtype=np.int64)
@@ -557,7 +626,7 @@ def _evaluate_groups(prices, asset_of, collateral_of, debt_of, growth_of, m_of, 
             start = c * _LOAN_CHUNK
             stop = min(start + _LOAN_CHUNK, n_loans)
             for i in range(start, stop):
-                touched[i] = 0
+                touched[i] = _PRISTINE
                 schedule[i] = debt_of[i]
             acc_money[c] = 0.0
             acc_counts[c] = 0
@@ -583,21 +652,22 @@ def _evaluate_groups(prices, asset_of, collateral_of, debt_of, growth_of, m_of, 
                     sold_in_step[a, j] = 0.0
                     price_min[a] = min(price_min[a], price[a, j])
                     if bridge and t >= 1:
-                        bridge_min[a] = min(bridge_min[a], min(price[a, j], previous_price[a, j]))
+                        bridge_low[a, j] = min(price[a, j], previous_price[a, j])
+                        bridge_min[a] = min(bridge_min[a], bridge_low[a, j])
                         v_max = max(v_max, variance[a, t, group_start + j])
                 bridge_reach[a] = math.exp(math.sqrt(_BRIDGE_REACH * v_max)) * _BRIDGE_SLACK
             for c in prange(n_chunks):
                 _sweep_one(c, t, n_group, group_start, path_offset, price, previous_price,
-                           price_min, bridge_min, bridge_reach, asset_of, collateral_of,
+                           price_min, bridge_min, bridge_low, bridge_reach, asset_of, collateral_of,
                            debt_of, growth_of, m_of, l_of, tau_of, cure_of, fee_of, topup_of,
                            seed_key, mode, close_factor, full_close_ltv, min_liquidation,
                            bridge, variance, touched, schedule, pristine_threshold, st_status,
                            st_q, st_debt, st_principal, st_call, st_topup, st_order, st_kind,
-                           st_pending, st_acted, st_had_call, st_had_liq, st_loss, acc_counts,
-                           requested, crit_pristine, crit_touched, order_lists[0],
+                           st_pending, st_acted, st_had_call, st_had_liq, st_loss, st_trigger,
+                           acc_counts, requested, crit_pristine, crit_touched, order_lists[0],
                            order_counts[0])
-            for j in range(n_group):
-                active[j] = 1
+            for j in range(_G):
+                active[j] = 1 if j < n_group else 0
                 rounds_now[j] = 0
             current = 0
             round_number = 1
@@ -656,7 +726,7 @@ def _evaluate_groups(prices, asset_of, collateral_of, debt_of, growth_of, m_of, 
                                 close_factor, full_close_ltv, min_liquidation, touched, schedule,
                                 pristine_threshold, st_status, st_q, st_debt, st_principal,
                                 st_call, st_topup, st_order, st_kind, st_pending, st_acted,
-                                st_had_call, st_had_liq, st_loss, acc_money, acc_counts,
+                                st_had_call, st_had_liq, st_loss, st_trigger, acc_money, acc_counts,
                                 acc_sold, acc_step_money, acc_step_sold, record, requested,
                                 crit_pristine, crit_touched, order_lists[current],
                                 order_counts[current], order_lists[1 - current],
@@ -740,8 +810,8 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
         np.zeros((n_loans, _G)),  # q
         np.zeros((n_loans, _G)),  # debt
         np.zeros((n_loans, _G)),  # principal
-        np.zeros((n_loans, _G), dtype=np.int64),  # call_start
-        np.zeros((n_loans, _G), dtype=np.int64),  # topup_due
+        np.zeros((n_loans, _G), dtype=np.int32),  # call_start
+        np.zeros((n_loans, _G), dtype=np.int32),  # topup_due
         np.zeros((n_loans, _G)),  # order
         np.zeros((n_loans, _G), dtype=np.int8),  # order_kind
         np.zeros((n_loans, _G), dtype=np.int8),  # pending
@@ -749,6 +819,7 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
         np.zeros((n_loans, _G), dtype=np.int8),  # had_call
         np.zeros((n_loans, _G), dtype=np.int8),  # had_liquidation
         np.zeros((n_loans, _G)),  # loss
+        np.zeros((n_loans, _G)),  # trigger
     )
     accumulators = (
         np.zeros((n_chunks, cfg.N_MONEY, _G)),
