@@ -13,7 +13,8 @@ LOAN_CHUNK = 2048
 #: Near-trigger skipping (the compiled kernels): a block's paths are sorted per asset by
 #: their lowest price (``backends._path_order``), and a loan runs only on the prefix of
 #: paths that can come near its call level, rounded up to a whole number of groups of
-#: this many paths (pass C reads its codes eight at a time). Per-path sums are then
+#: this many paths (the granularity of the per-step prefix floors of pass A's
+#: shortcut; whole vectors for passes A and B). Per-path sums are then
 #: added per asset: in chunk order, each chunk adds, asset after asset, the sum of its
 #: loans of that asset (in loan order, from 0.0) to the running total of every path.
 #: Neither the layout, the thread count nor the path block changes that order, and

@@ -70,6 +70,7 @@ class Scratch(NamedTuple):
 
     path_state: np.ndarray  # float64 [slots, N_STATE_ROWS, width]
     pending: np.ndarray  # int64 [slots, width]: what pass C must do on each path (0: nothing)
+    marked: np.ndarray  # int64 [slots, width]: the paths with a non-zero code, in path order
     had_call: np.ndarray  # int8 [slots, width]
     had_liquidation: np.ndarray  # int8 [slots, width]
     # Accumulators of one loan chunk, per path in the sorted order of the loans' asset
@@ -97,14 +98,11 @@ STATE_ROWS = {
 (STATUS, GUARD, CALL_START, TOPUP_DUE, COLLATERAL_NOW, DEBT_NOW, PRINCIPAL_NOW,
  LOSS_ON_PATH, LOSS_BY_PATH) = range(len(STATE_ROWS))
 N_STATE_ROWS = len(STATE_ROWS)
-assert _config.ACTIVE_PATH_GROUP % 8 == 0, "pass C reads pending codes eight paths at a time"
 
 
 def allocate_scratch(n_slots, n_paths, n_steps, n_assets, record_steps):
     """Scratch in its reset state."""
-    # Whole 8-path lines plus one: pass C reads ``pending`` eight paths at a time, and
-    # the padding (never written) stays 0. A loan's active prefix of sorted paths is a
-    # whole number of groups (or all paths), so its last line ends in that padding too.
+    # Whole 8-path lines plus one, so that rows of different slots never share a line.
     width = -(-n_paths // 8) * 8 + 8
     steps = n_steps + 1 if record_steps else 0
     path_state = np.empty((n_slots, N_STATE_ROWS, width))
@@ -112,6 +110,7 @@ def allocate_scratch(n_slots, n_paths, n_steps, n_assets, record_steps):
     return Scratch(
         path_state=path_state,
         pending=np.zeros((n_slots, width), dtype=np.int64),
+        marked=np.zeros((n_slots, width), dtype=np.int64),
         had_call=np.zeros((n_slots, width), dtype=np.int8),
         had_liquidation=np.zeros((n_slots, width), dtype=np.int8),
         acc_money=np.zeros((n_slots, n_assets, _config.N_MONEY, width)),

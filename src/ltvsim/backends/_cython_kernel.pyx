@@ -33,6 +33,7 @@ cdef enum:
     # What pass C must do on a path.
     EVENT = 1
     CURED = 2
+    NEW_CALL = 3
     LOSS = 0
     FEES = 1
     INTEREST = 2
@@ -101,6 +102,7 @@ cdef struct PathScratch:
     double* call_start
     double* topup_due
     i64* pending
+    i64* marked             # indices of the paths pass B marked, in path order
     double* collateral_now
     double* debt_now
     double* principal_now
@@ -297,7 +299,8 @@ cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
                       i64* watched) noexcept nogil:
     """Pass B: the exact LTV of every path; mark what rules 4-7 must do there.
 
-    ``pending`` becomes EVENT for an event (a new call, an expired cure period, a
+    ``pending`` becomes NEW_CALL for a new margin call on an open path (no top-up due,
+    below the liquidation LTV), EVENT for any other event (an expired cure period, a
     top-up falling due, a liquidation, or a partially sold loan whose own debt
     accrues), CURED for a call cured by the market, 0 otherwise. Returns how many paths are marked;
     ``watched`` receives how many may still be in a call afterwards (events
@@ -306,7 +309,7 @@ cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
     cdef Py_ssize_t p
     cdef double ltv, start, due
     # 64-bit integer truth values: the same lane width as the doubles, so gcc vectorises.
-    cdef i64 is_open, in_band, event, cured, n_marked = 0, n_watched = 0
+    cdef i64 is_open, in_band, event, cured, new_call, n_marked = 0, n_watched = 0
     cdef double expire_after = cure_steps if can_expire else INF
     for p in range(n_paths):
         ltv = debt_t / (collateral_now[p] * row[p])
@@ -317,11 +320,24 @@ cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
         event = (status[p] == MODIFIED) | (is_open & (
             (ltv >= l) | (due == step) | (in_band & ((start < 0.0) | (step - start >= expire_after)))))
         cured = is_open & (not in_band) & (not event) & (start >= 0.0)
-        pending[p] = EVENT if event else (CURED if cured else 0)
+        # The commonest event, rule 6's new call, as _settle_path_step decides it.
+        new_call = is_open & (due != step) & (ltv < l) & in_band & (start < 0.0)
+        pending[p] = NEW_CALL if new_call else (EVENT if event else (CURED if cured else 0))
         n_marked += event | cured
         n_watched += event | (is_open & (not cured) & (start >= 0.0))
     watched[0] = n_watched
     return n_marked
+
+
+cdef i64 _compact(const i64* pending, Py_ssize_t n_paths, i64* marked) noexcept nogil:
+    """The paths with a non-zero code, in path order, into ``marked``; returns how many
+    (branch-free: no misprediction per path)."""
+    cdef i64 n = 0
+    cdef Py_ssize_t p
+    for p in range(n_paths):
+        marked[n] = p
+        n += pending[p] != 0
+    return n
 
 
 cdef void _record_exposure(const_double_ptr row, Py_ssize_t n_paths, double debt_t,
@@ -430,9 +446,10 @@ cdef Py_ssize_t _evaluate_loan(const LoanTerms* loan, const double* prices,
     cdef double* collateral_now = s.collateral_now
     cdef double* debt_now = s.debt_now
     cdef double* unrealised = s.acc_money + UNREALISED * s.width
-    cdef Py_ssize_t t, p, q, floor_group
+    cdef Py_ssize_t t, p, q, k, floor_group
+    cdef i64* marked = s.marked
     cdef Py_ssize_t n_active = n_paths
-    cdef i64 n_pending, watched = 0
+    cdef i64 n_pending, code, watched = 0
     cdef bint near
     cdef i64 n_called, n_liquidated
     if skip and guard_usable and m <= 1.0 and not s.record:
@@ -466,23 +483,29 @@ cdef Py_ssize_t _evaluate_loan(const LoanTerms* loan, const double* prices,
             n_pending = _mark_events(row, n_active, <double>t, debt_t, m, l, can_expire,
                                      cure_steps, status, call_start, topup_due, pending,
                                      collateral_now, &watched)
-            # C. The spec's rules on the paths marked, eight paths at a time.
-            p = 0
-            while n_pending > 0:
-                if (pending[p] | pending[p + 1] | pending[p + 2] | pending[p + 3]
-                        | pending[p + 4] | pending[p + 5] | pending[p + 6] | pending[p + 7]) != 0:
-                    for q in range(p, p + 8):
-                        if pending[q] == EVENT:
-                            _settle_path_step(loan, q, t, path_offset + path_of[q], row[q], debt_t,
-                                              partial, s)
-                            n_pending -= 1
-                        elif pending[q] == CURED:
-                            # Below the call level: the call in progress is cured by the market.
-                            call_start[q] = NO_STEP
-                            topup_due[q] = NO_STEP
-                            guard[q] = 1.0 if collateral_now[q] >= collateral0 else 0.0
-                            n_pending -= 1
-                p += 8
+            # C. The spec's rules on the paths marked, in path order.
+            if n_pending > 0:
+                n_pending = _compact(pending, n_active, marked)
+            for k in range(n_pending):
+                q = marked[k]
+                code = pending[q]
+                if code == NEW_CALL:
+                    # Rule 6 on an open path with no call: _settle_path_step's
+                    # new-call branch and _reset_guard (guard 0 while called).
+                    call_start[q] = t
+                    s.acc_counts[CALLS * s.width + q] += 1
+                    s.had_call[q] = 1
+                    if _uniform(loan.loan_key, path_offset + path_of[q], t) < loan.topup_prob:
+                        topup_due[q] = t + 1
+                    guard[q] = 0.0
+                elif code == EVENT:
+                    _settle_path_step(loan, q, t, path_offset + path_of[q], row[q], debt_t,
+                                      partial, s)
+                else:
+                    # Below the call level: the call in progress is cured by the market.
+                    call_start[q] = NO_STEP
+                    topup_due[q] = NO_STEP
+                    guard[q] = 1.0 if collateral_now[q] >= collateral0 else 0.0
         if s.record:
             # D. The book's exposure after the step: debt and collateral value still open.
             _record_exposure(row, n_paths, debt_t, status, debt_now, collateral_now,
@@ -625,6 +648,7 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out, mo
     scratch = _args.allocate_scratch(n_slots, n_paths, n_steps, n_assets, record)
     cdef double[:, :, ::1] path_state = scratch.path_state
     cdef i64[:, ::1] pending = scratch.pending
+    cdef i64[:, ::1] marked = scratch.marked
     cdef i8[:, ::1] had_call = scratch.had_call
     cdef i8[:, ::1] had_liquidation = scratch.had_liquidation
     cdef double[:, :, :, ::1] acc_money = scratch.acc_money
@@ -661,6 +685,7 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out, mo
             slots[slot].call_start = &path_state[slot, _args.CALL_START, 0]
             slots[slot].topup_due = &path_state[slot, _args.TOPUP_DUE, 0]
             slots[slot].pending = &pending[slot, 0]
+            slots[slot].marked = &marked[slot, 0]
             slots[slot].collateral_now = &path_state[slot, _args.COLLATERAL_NOW, 0]
             slots[slot].debt_now = &path_state[slot, _args.DEBT_NOW, 0]
             slots[slot].principal_now = &path_state[slot, _args.PRINCIPAL_NOW, 0]

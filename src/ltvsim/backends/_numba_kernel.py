@@ -13,7 +13,9 @@ Design (the Cython kernel is the same, name for name):
   B. the exact LTV of every path, branch-free: market cures are applied in place and
      every path with an event (a new call, an expiring call, a top-up due, a
      liquidation, a partially sold loan) is marked ``pending``.
-  C. ``_settle_path_step`` on the pending paths only: the spec's rules 1-7 verbatim.
+  C. the pending paths, listed in path order without a branch per path (``_compact``):
+     ``_settle_path_step`` (the spec's rules 1-7 verbatim) on each, except that a new
+     call on an open path (the commonest event) and a market cure are applied inline.
   A and B decide with the spec's expressions, so skipping never changes a bit.
 * Near-trigger skipping: each block's paths are sorted per asset by their lowest price
   (``_path_order``, in Python), and a loan runs its passes only on the prefix of sorted
@@ -47,7 +49,7 @@ _LOSS, _FEES, _INTEREST, _PRINCIPAL = cfg.LOSS, cfg.FEES, cfg.INTEREST, cfg.PRIN
 _RESIDUAL, _PROCEEDS, _DEBT_CLOSED, _UNREALISED = cfg.RESIDUAL, cfg.PROCEEDS, cfg.DEBT_CLOSED, cfg.UNREALISED
 _CALLS, _LIQUIDATIONS, _FULL, _TOPUPS = cfg.CALLS, cfg.LIQUIDATIONS, cfg.FULL_LIQUIDATIONS, cfg.TOPUPS
 _STATUS, _GUARD, _CALL_START, _TOPUP_DUE = _args.STATUS, _args.GUARD, _args.CALL_START, _args.TOPUP_DUE
-_EVENT, _CURED = 1, 2  # what pass C must do on a path
+_EVENT, _CURED, _NEW_CALL = 1, 2, 3  # what pass C must do on a path
 _COLLATERAL_NOW, _DEBT_NOW, _PRINCIPAL_NOW, _LOSS_ON_PATH = _args.COLLATERAL_NOW, _args.DEBT_NOW, _args.PRINCIPAL_NOW, _args.LOSS_ON_PATH
 _LOSS_BY_PATH = _args.LOSS_BY_PATH
 _STEP_LOSS, _STEP_FEES = cfg.STEP_LOSS, cfg.STEP_FEES
@@ -246,7 +248,8 @@ def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, status, call_st
                  topup_due, pending, collateral_now):
     """Pass B: the exact LTV of every path; mark what rules 4-7 must do there.
 
-    ``pending`` becomes _EVENT for an event (a new call, an expired cure period, a
+    ``pending`` becomes _NEW_CALL for a new margin call on an open path (no top-up due,
+    below the liquidation LTV), _EVENT for any other event (an expired cure period, a
     top-up falling due, a liquidation, or a partially sold loan whose own debt
     accrues), _CURED for a call cured by the market, 0 otherwise. Returns how many paths are marked
     and how many may still be in a call afterwards (events included): while that is
@@ -264,10 +267,23 @@ def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, status, call_st
             (ltv >= l) | (due == step)
             | (in_band & ((start < 0.0) | (step - start >= expire_after)))))
         cured = is_open & ~in_band & ~event & (start >= 0.0)
-        pending[p] = _EVENT if event else (_CURED if cured else 0)
+        # The commonest event, rule 6's new call, as _settle_path_step decides it.
+        new_call = is_open & (due != step) & (ltv < l) & in_band & (start < 0.0)
+        pending[p] = _NEW_CALL if new_call else (_EVENT if event else (_CURED if cured else 0))
         n_marked += event | cured
         n_watched += event | (is_open & ~cured & (start >= 0.0))
     return n_marked, n_watched
+
+
+@njit(**_jit_no_nrt)
+def _compact(pending, n_paths, marked):
+    """The paths with a non-zero code, in path order, into ``marked``; returns how many
+    (branch-free: no misprediction per path)."""
+    n = 0
+    for p in range(n_paths):
+        marked[n] = p
+        n += pending[p] != 0
+    return n
 
 
 @njit(**_jit_no_nrt)
@@ -327,7 +343,7 @@ def _active_paths(path_min, n_steps, debt0, growth, collateral0, call_collateral
 @njit(**_jit_no_nrt)
 def _evaluate_loan(i, prices, price_floor, path_min, order, skip, asset, collateral0, debt0,
                    growth, m, l, tau, cure, fee, topup_prob, seed_key, path_offset, partial,
-                   state, pending, had_call, had_liquidation, acc_money, acc_counts, acc_sold,
+                   state, pending, marked, had_call, had_liquidation, acc_money, acc_counts, acc_sold,
                    acc_step_sold, acc_step_money, record, loan_loss, loan_calls,
                    loan_liquidated):
     """All steps of loan ``i`` on the block's paths that can come near its call; scratch
@@ -388,26 +404,32 @@ def _evaluate_loan(i, prices, price_floor, path_min, order, skip, asset, collate
             n_pending, watched = _mark_events(row, n_active, np.float64(t), debt_t, m, l,
                                               expire_after, status, call_start, topup_due,
                                               pending, collateral_now)
-            # C. The spec's rules on the paths marked, eight paths at a time.
-            p = 0
-            while n_pending > 0:
-                if (pending[p] | pending[p + 1] | pending[p + 2] | pending[p + 3]
-                        | pending[p + 4] | pending[p + 5] | pending[p + 6] | pending[p + 7]) != 0:
-                    for q in range(p, p + 8):
-                        if pending[q] == _EVENT:
-                            _settle_path_step(q, t, path_offset + path_of[q], row[q], debt_t, debt0,
-                                              growth, collateral0, m, l, tau, cure, fee,
-                                              topup_prob, loan_key, asset, partial, state,
-                                              had_call, had_liquidation, acc_money, acc_counts,
-                                              acc_sold, acc_step_sold, acc_step_money, record)
-                            n_pending -= 1
-                        elif pending[q] == _CURED:
-                            # Below the call level: the call in progress is cured by the market.
-                            call_start[q] = _NO_STEP
-                            topup_due[q] = _NO_STEP
-                            guard[q] = 1.0 if collateral_now[q] >= collateral0 else 0.0
-                            n_pending -= 1
-                p += 8
+            # C. The spec's rules on the paths marked, in path order.
+            if n_pending > 0:
+                n_pending = _compact(pending, n_active, marked)
+            for k in range(n_pending):
+                q = marked[k]
+                code = pending[q]
+                if code == _NEW_CALL:
+                    # Rule 6 on an open path with no call: _settle_path_step's
+                    # new-call branch and _reset_guard (guard 0 while called).
+                    call_start[q] = t
+                    acc_counts[_CALLS, q] += 1
+                    had_call[q] = 1
+                    if _uniform(loan_key, path_offset + path_of[q], t) < topup_prob:
+                        topup_due[q] = t + 1
+                    guard[q] = 0.0
+                elif code == _EVENT:
+                    _settle_path_step(q, t, path_offset + path_of[q], row[q], debt_t, debt0,
+                                      growth, collateral0, m, l, tau, cure, fee,
+                                      topup_prob, loan_key, asset, partial, state,
+                                      had_call, had_liquidation, acc_money, acc_counts,
+                                      acc_sold, acc_step_sold, acc_step_money, record)
+                else:
+                    # Below the call level: the call in progress is cured by the market.
+                    call_start[q] = _NO_STEP
+                    topup_due[q] = _NO_STEP
+                    guard[q] = 1.0 if collateral_now[q] >= collateral0 else 0.0
         if record:
             # D. The book's exposure after the step: debt and collateral value still open.
             _record_exposure(row, n_paths, debt_t, status, debt_now, collateral_now,
@@ -473,7 +495,7 @@ def _add_loan_loss(i, path_of, n_active, n_paths, loss_on_path, loss_by_path, lo
 @njit(**_jit_no_nrt)
 def _evaluate_chunk(chunk, prices, price_floor, path_min, order, skip, asset_of, collateral_of,
                     debt_of, growth_of, m_of, l_of, tau_of, cure_of, fee_of, topup_of, seed_key,
-                    path_offset, partial, state, pending, had_call, had_liquidation, acc_money,
+                    path_offset, partial, state, pending, marked, had_call, had_liquidation, acc_money,
                     acc_counts, acc_sold, acc_step_sold, acc_step_money, record, loan_loss,
                     loan_calls, loan_liquidated):
     """Every loan of one chunk, in loan order, into one thread slot's scratch (each into
@@ -485,7 +507,7 @@ def _evaluate_chunk(chunk, prices, price_floor, path_min, order, skip, asset_of,
         evaluated += _evaluate_loan(i, prices, price_floor, path_min, order, skip, a,
                                     collateral_of[i], debt_of[i], growth_of[i], m_of[i], l_of[i],
                                     tau_of[i], cure_of[i], fee_of[i], topup_of[i], seed_key,
-                                    path_offset, partial, state, pending, had_call,
+                                    path_offset, partial, state, pending, marked, had_call,
                                     had_liquidation, acc_money[a], acc_counts[a], acc_sold,
                                     acc_step_sold, acc_step_money[a], record, loan_loss,
                                     loan_calls, loan_liquidated)
@@ -495,7 +517,7 @@ def _evaluate_chunk(chunk, prices, price_floor, path_min, order, skip, asset_of,
 @njit(parallel=True, **_jit)
 def _evaluate_chunks(prices, price_floor, path_min, order, skip, asset_of, collateral_of, debt_of,
                      growth_of, m_of, l_of, tau_of, cure_of, fee_of, topup_of, seed_key,
-                     path_offset, partial, n_slots, path_state, pending, had_call,
+                     path_offset, partial, n_slots, path_state, pending, marked, had_call,
                      had_liquidation, acc_money, acc_counts, acc_sold, acc_step_sold,
                      acc_step_money, evaluated, path_money, path_counts, path_sold, step_sold,
                      step_loss, step_fees, step_open_debt, step_collateral_value, loan_loss,
@@ -518,7 +540,7 @@ def _evaluate_chunks(prices, price_floor, path_min, order, skip, asset_of, colla
                 wave + slot, prices, price_floor, path_min, order, skip, asset_of,
                 collateral_of, debt_of, growth_of, m_of, l_of, tau_of, cure_of, fee_of,
                 topup_of, seed_key, path_offset, partial, path_state[slot], pending[slot],
-                had_call[slot], had_liquidation[slot], acc_money[slot], acc_counts[slot],
+                marked[slot], had_call[slot], had_liquidation[slot], acc_money[slot], acc_counts[slot],
                 acc_sold[slot], acc_step_sold[slot], acc_step_money[slot], record, loan_loss,
                 loan_calls, loan_liquidated)
         # Serial reduction in chunk order, asset by asset, each asset's sums scattered
