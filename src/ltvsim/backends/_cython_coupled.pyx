@@ -11,7 +11,7 @@ Why it is built this way:
 * Loans of one path interact through its price, so steps are outermost. Paths run in
   groups of ``COUPLED_GROUP``; a group's state is ``[n_loans, COUPLED_GROUP]`` per field
   (never loans x paths).
-* Per step: sweep 1 (``_sweep_first``) runs the core rules on every loan at the step's
+* Per step: sweep 1 (``_sweep_one``) runs the core rules on every loan at the step's
   opening price; then, while some path of the group has orders, the clearing
   (``_clear``: fill share, impact, slippage, execution price) runs serially per path and
   asset, and the next sweep (``_sweep_next``) settles the orders and looks for new
@@ -101,6 +101,10 @@ cdef u64 MIX1 = 0xBF58476D1CE4E5B9ULL
 cdef u64 MIX2 = 0x94D049BB133111EBULL
 cdef u64 BRIDGE_STEP_BIT = 1ULL << 63
 cdef double TO_UNIT = 2.0 ** -53
+#: A sweep k >= 2 visits only a chunk's "near" list (loans with an order, or a path whose
+#: trigger price is at least this share of its opening price) while every path's price
+#: stays above the triggers of the chunk's other loans; otherwise it scans the chunk.
+cdef double NEAR_SHARE = 0.9
 
 
 cdef struct Kernel:
@@ -141,12 +145,23 @@ cdef struct Kernel:
     double* order
     i8* order_kind
     i8* pending
-    i8* acted
+    i64* acted              # step + 1 at which the path last acted (an order or a top-up)
+    i8* modified            # partially sold: own debt, off the shared schedule
     i8* had_call
     i8* had_liquidation
     double* loss
     i8* touched
-    double* schedule_debt
+    i64* debt_step          # a touched loan's path debts are accrued through this step
+    double* guard           # [n_loans, G]: a touched path's price bound: above it, no rule acts
+                            # there at any later step but accrual (-inf: closed; +inf: look)
+    double* schedule_debt   # a pristine loan's debt D0 * g * ... at step schedule_step
+    i64* schedule_step
+    const double* bound     # [n_loans]: a pristine loan's guard threshold at step T (>= at any t)
+    # Per-chunk lists for sweeps k >= 2.
+    i64* near               # [n_chunks, LOAN_CHUNK]: loan indices, in loan order
+    i64* near_count         # [n_chunks]
+    double* crit            # [n_chunks, n_assets]: highest reach of the loans not listed
+    double* trig            # [n_loans]: a listed loan's reach (+inf: it has an order)
     # Per-chunk accumulators.
     double* acc_money       # [n_chunks, N_MONEY, G]
     i64* acc_counts         # [n_chunks, N_COUNTS, G]
@@ -172,6 +187,10 @@ cdef struct Kernel:
     double* low             # [n_assets]: lowest price over the paths swept
     double* low_both        # [n_assets]: lowest of price and previous price (sweep 1)
     double* reach           # [n_assets]: crossing factor exp(sqrt(REACH * max variance))
+    double* opening         # [n_assets, G]: the step's opening price (sweep 1)
+    double* inverse_opening # [n_assets, G]: 1 / opening (reaches carry a margin far above its rounding)
+    double* low_open        # [n_assets]: its lowest over the group's paths
+    double* drop            # [n_assets]: lowest price / opening price over the paths swept
 
 
 cdef struct Accumulators:
@@ -260,8 +279,44 @@ cdef inline void _book(double* money, Py_ssize_t g, double fee, double interest,
     money[LOSS * G + g] += loss
 
 
-cdef inline void _touch(const Kernel* k, Py_ssize_t i, double debt) noexcept nogil:
-    """Initialise a pristine loan's state rows (every path open, initial terms, ``debt``)."""
+cdef inline double _schedule(const Kernel* k, Py_ssize_t i, i64 t) noexcept nogil:
+    """A pristine loan's debt at step ``t`` (the shared schedule: one multiply per step,
+    advanced lazily from where it was last asked for)."""
+    cdef double debt = k.schedule_debt[i]
+    cdef i64 step = k.schedule_step[i]
+    cdef double g = k.growth[i]
+    while step < t:
+        debt = debt * g
+        step += 1
+    k.schedule_debt[i] = debt
+    k.schedule_step[i] = step
+    return debt
+
+
+cdef inline double _trigger(const Kernel* k, Py_ssize_t i, Py_ssize_t n_group) noexcept nogil:
+    """The touched loan's reach for the rest of the step: the highest ratio, over its open
+    paths that have not acted, of the price at which the path could be at or above its
+    liquidation LTV to the path's opening price (+inf: a path has an order). While every
+    path's price / opening price stays above it, no sweep can liquidate the loan."""
+    cdef Py_ssize_t g, idx
+    cdef Py_ssize_t a = k.asset[i]
+    cdef double reach = -INF
+    cdef double ratio
+    cdef double l = k.l[i]
+    for g in range(n_group):
+        idx = i * G + g
+        if k.status[idx] == OPEN and k.acted[idx] != k.t + 1:
+            ratio = _pristine_threshold(k.debt[idx], k.collateral[idx], l) * k.inverse_opening[a * G + g]
+            if ratio > reach or ratio != ratio:
+                reach = ratio if ratio == ratio else INF
+        elif k.pending[idx]:
+            return INF
+    return reach * (1.0 + MARGIN)
+
+
+cdef inline void _touch(const Kernel* k, Py_ssize_t i, double debt, i64 step) noexcept nogil:
+    """Initialise a pristine loan's state rows (every path open, initial terms, ``debt``
+    accrued through ``step``)."""
     cdef Py_ssize_t g, idx
     cdef double q0 = k.collateral0[i]
     cdef double d0 = k.debt0[i]
@@ -277,10 +332,59 @@ cdef inline void _touch(const Kernel* k, Py_ssize_t i, double debt) noexcept nog
         k.order_kind[idx] = ORDER_NONE
         k.pending[idx] = 0
         k.acted[idx] = 0
+        k.modified[idx] = 0
         k.had_call[idx] = 0
         k.had_liquidation[idx] = 0
         k.loss[idx] = 0.0
+        k.guard[idx] = k.bound[i]
     k.touched[i] = 1
+    k.debt_step[i] = step
+
+
+cdef inline void _advance(const Kernel* k, Py_ssize_t i, i64 t) noexcept nogil:
+    """Accrue a touched loan's path debts through step ``t`` (the steps it was passed
+    over: the same multiplies, in the same order, as one per step)."""
+    cdef Py_ssize_t g, idx
+    cdef i64 step = k.debt_step[i]
+    cdef i64 s
+    cdef double growth = k.growth[i]
+    cdef double debt
+    if step >= t:
+        return
+    for g in range(k.n_group):
+        idx = i * G + g
+        if k.status[idx] == CLOSED:
+            continue
+        debt = k.debt[idx]
+        for s in range(step, t):
+            debt = debt * growth
+        k.debt[idx] = debt
+    k.debt_step[i] = t
+
+
+cdef double _path_guard(const Kernel* k, Py_ssize_t i, Py_ssize_t idx) noexcept nogil:
+    """The guard of a touched loan's path (debts accrued through the current step): a
+    price above which, at any later step, sweep 1 changes nothing there but the debt's
+    accrual (open, no call, no order, LTV < m), and no later sweep of the step can
+    liquidate it (m <= l). A path on the shared schedule with at least the initial
+    collateral has the pristine bound (as in the core kernels); a partially sold one its
+    own guard threshold at step T. -inf: closed; +inf: always look."""
+    cdef i64 s
+    cdef double debt
+    cdef double growth = k.growth[i]
+    if k.status[idx] == CLOSED:
+        return -INF
+    if (k.status[idx] != OPEN or k.pending[idx] or k.call_start[idx] != NO_STEP
+            or k.topup_due[idx] != NO_STEP):
+        return INF
+    if not k.modified[idx] and k.collateral[idx] >= k.collateral0[i]:
+        return k.bound[i]
+    if not (growth >= 1.0):
+        return INF
+    debt = k.debt[idx]
+    for s in range(k.debt_step[i], k.n_steps):
+        debt = debt * growth
+    return _pristine_threshold(debt, k.collateral[idx], k.m[i])
 
 
 cdef void _liquidate(const Kernel* k, Py_ssize_t i, Py_ssize_t idx, Py_ssize_t g, double ltv,
@@ -331,7 +435,7 @@ cdef bint _round_one(const Kernel* k, Py_ssize_t i, Py_ssize_t idx, Py_ssize_t g
             k.collateral[idx] = debt / (k.tau[i] * price)
             k.call_start[idx] = NO_STEP
             acc.counts[TOPUPS * G + g] += 1
-            k.acted[idx] = 1
+            k.acted[idx] = t + 1
             return False
     if k.bridge and t >= 1 and ltv < l:
         previous_ltv = debt / (q * previous_price)
@@ -417,6 +521,7 @@ cdef void _settle(const Kernel* k, Py_ssize_t i, Py_ssize_t idx, Py_ssize_t g, d
     interest_paid = repaid if repaid < interest else interest
     principal_paid = repaid - interest_paid
     k.debt[idx] = debt - repaid
+    k.modified[idx] = 1
     remaining_principal = principal - principal_paid
     k.principal[idx] = remaining_principal if remaining_principal > 0.0 else 0.0
     k.collateral[idx] = q - x
@@ -432,90 +537,204 @@ cdef void _settle(const Kernel* k, Py_ssize_t i, Py_ssize_t idx, Py_ssize_t g, d
         k.order[idx] = k.order[idx] - x
 
 
-cdef void _sweep_first(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
-    """Sweep 1 of step ``k.t`` over one chunk: the core rules at the opening price."""
+cdef double _visit_one(const Kernel* k, Py_ssize_t i, Accumulators* acc) noexcept nogil:
+    """Sweep 1 on loan ``i``: the core rules at the opening price on every path. Returns
+    an upper bound of the loan's trigger price for the rest of the step (+inf: it has
+    an order)."""
+    cdef Py_ssize_t a = k.asset[i]
+    cdef Py_ssize_t g, idx
+    cdef i64 t = k.t
+    cdef double debt, previous, threshold, bound, price, guard
+    cdef u64 mask
+    cdef const double* prices
+    cdef const double* inverse
+    cdef const double* guards
+    cdef double m = k.m[i]
+    cdef bint skip, quiet
+    cdef bint crossings = k.bridge and t >= 1
+    cdef i8 status
+    cdef i8 event[G]
+    cdef i64 n_events = 0
+    if not k.touched[i]:
+        # The bound at step T first: one comparison for most loans.
+        bound = k.bound[i]
+        if k.low[a] > bound and (not crossings or k.low_both[a] > bound * k.reach[a]):
+            return bound / k.low[a] * (1.0 + MARGIN)
+        previous = _schedule(k, i, t - 1) if t >= 1 else k.debt0[i]
+        debt = previous * k.growth[i] if t >= 1 else previous
+        threshold = _pristine_threshold(debt, k.collateral0[i], m)
+        skip = k.low[a] > threshold
+        if skip and crossings:
+            skip = k.low_both[a] > _pristine_threshold(debt, k.collateral0[i], k.l[i]) * k.reach[a]
+        if skip:
+            return threshold / k.low[a] * (1.0 + MARGIN)
+        _touch(k, i, debt, t)
+    # Paths above their guard are quiet (one comparison each); if all are, the loan's
+    # debts accrue later, when they are next needed.
+    bound = -INF  # the highest guard / opening price
+    mask = 0
+    prices = k.price + a * G
+    inverse = k.inverse_opening + a * G
+    guards = k.guard + i * G
+    for g in range(k.n_group):
+        price = prices[g]
+        guard = guards[g]
+        if crossings:
+            previous = k.previous_price[a * G + g]
+            quiet = price > guard and (price if price < previous else previous) > guard * k.reach[a]
+        else:
+            quiet = price > guard
+        mask |= (<u64>(not quiet)) << g
+        guard = guard * inverse[g]
+        if guard > bound or guard != guard:
+            bound = guard if guard == guard else INF
+    if mask == 0:
+        return bound * (1.0 + MARGIN)
+    for g in range(k.n_group):
+        event[g] = (mask >> g) & 1
+    _advance(k, i, t)
+    # Of the other paths, those where a rule may act: an order waiting, a call in
+    # progress, LTV >= m, or a crossing that could be drawn.
+    n_events = 0
+    for g in range(k.n_group):
+        if not event[g]:
+            continue
+        idx = i * G + g
+        status = k.status[idx]
+        if status == CLOSED:
+            event[g] = 0
+            continue
+        if status == LIQUIDATING:
+            event[g] = 1
+            n_events += 1
+            continue
+        debt = k.debt[idx]
+        price = k.price[a * G + g]
+        quiet = (debt / (k.collateral[idx] * price) < m and k.call_start[idx] == NO_STEP
+                 and k.topup_due[idx] == NO_STEP)
+        if quiet and crossings:
+            previous = k.previous_price[a * G + g]
+            quiet = (price if price < previous else previous) > (
+                _pristine_threshold(debt, k.collateral[idx], k.l[i]) * k.reach[a])
+        event[g] = not quiet
+        n_events += not quiet
+    if n_events != 0:
+        for g in range(k.n_group):
+            if not event[g]:
+                continue
+            idx = i * G + g
+            if k.status[idx] == LIQUIDATING:
+                k.pending[idx] = 1
+                k.acted[idx] = t + 1
+                acc.requested[a * G + g] += k.order[idx]
+                continue
+            if _round_one(k, i, idx, g, k.price[a * G + g], k.previous_price[a * G + g], acc):
+                k.pending[idx] = 1
+                k.acted[idx] = t + 1
+                acc.requested[a * G + g] += k.order[idx]
+            k.guard[idx] = _path_guard(k, i, idx)
+    return _trigger(k, i, k.n_group)
+
+
+cdef double _visit_next(const Kernel* k, Py_ssize_t i, Accumulators* acc) noexcept nogil:
+    """Sweep k >= 2 on loan ``i``: settle the last round's orders, then (while
+    ``k.decide``) liquidate open paths that have not acted and now reach l. Returns an
+    upper bound of the loan's trigger price for the rest of the step."""
+    cdef Py_ssize_t a = k.asset[i]
+    cdef Py_ssize_t g, idx
+    cdef bint decide = k.decide
+    cdef double ltv, price, threshold, debt
+    if not k.touched[i]:
+        # Nothing pending: only a new liquidation could happen.
+        if not decide or k.low[a] > k.bound[i]:
+            return k.bound[i] / k.low_open[a] * (1.0 + MARGIN)
+        debt = _schedule(k, i, k.t)
+        threshold = _pristine_threshold(debt, k.collateral0[i], k.l[i])
+        if k.low[a] > threshold:
+            return threshold / k.low_open[a] * (1.0 + MARGIN)
+        _touch(k, i, debt, k.t)
+    else:
+        _advance(k, i, k.t)
+    for g in range(k.n_group):
+        if not k.active[g]:
+            continue
+        idx = i * G + g
+        price = k.price[a * G + g]
+        if k.pending[idx]:
+            k.pending[idx] = 0
+            _settle(k, i, idx, g, k.fill[a * G + g], k.execution[a * G + g], acc)
+            k.guard[idx] = _path_guard(k, i, idx)
+        elif decide and price <= k.guard[idx] and k.status[idx] == OPEN and k.acted[idx] != k.t + 1:
+            ltv = k.debt[idx] / (k.collateral[idx] * price)
+            if ltv >= k.l[i]:
+                _liquidate(k, i, idx, g, ltv, price, acc)
+                k.pending[idx] = 1
+                k.acted[idx] = k.t + 1
+                acc.requested[a * G + g] += k.order[idx]
+                k.guard[idx] = INF
+    return _trigger(k, i, k.n_group)
+
+
+cdef inline void _file(const Kernel* k, Py_ssize_t chunk, Py_ssize_t i, double trigger,
+                       i64* count) noexcept nogil:
+    """Put loan ``i`` on its chunk's near list, or raise the chunk's highest trigger
+    price of loans not listed."""
+    cdef Py_ssize_t a = k.asset[i]
+    cdef double* crit = k.crit + chunk * k.n_assets
+    if trigger >= NEAR_SHARE or trigger != trigger:
+        k.near[chunk * LOAN_CHUNK + count[0]] = i
+        k.trig[i] = trigger
+        count[0] += 1
+    elif trigger > crit[a]:
+        crit[a] = trigger
+
+
+cdef void _sweep_one(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
+    """Sweep 1 of step ``k.t`` over one chunk, in loan order; files the near list."""
     cdef Accumulators acc = _chunk_accumulators(k, chunk)
     cdef Py_ssize_t start = chunk * LOAN_CHUNK
     cdef Py_ssize_t stop = start + LOAN_CHUNK
-    cdef Py_ssize_t i, g, idx, a
-    cdef i64 t = k.t
-    cdef Py_ssize_t n_group = k.n_group
-    cdef double debt, threshold
-    cdef bint skip
+    cdef Py_ssize_t i, a
+    cdef i64 count = 0
     if stop > k.n_loans:
         stop = k.n_loans
     memset(acc.requested, 0, k.n_assets * G * sizeof(double))
+    for a in range(k.n_assets):
+        k.crit[chunk * k.n_assets + a] = -INF
     for i in range(start, stop):
-        a = k.asset[i]
-        if not k.touched[i]:
-            debt = k.schedule_debt[i]
-            if t >= 1:
-                debt = debt * k.growth[i]
-            threshold = _pristine_threshold(debt, k.collateral0[i], k.m[i])
-            skip = k.low[a] > threshold
-            if skip and k.bridge and t >= 1:
-                threshold = _pristine_threshold(debt, k.collateral0[i], k.l[i])
-                skip = k.low_both[a] > threshold * k.reach[a]
-            if skip:
-                k.schedule_debt[i] = debt
-                continue
-            # The rows start from the previous step's schedule; the loop below accrues.
-            _touch(k, i, k.schedule_debt[i])
-        for g in range(n_group):
-            idx = i * G + g
-            if k.status[idx] == CLOSED:
-                continue
-            k.acted[idx] = 0
-            if t >= 1:
-                k.debt[idx] = k.debt[idx] * k.growth[i]
-            if k.status[idx] == LIQUIDATING:
-                k.pending[idx] = 1
-                k.acted[idx] = 1
-                acc.requested[a * G + g] += k.order[idx]
-                continue
-            if _round_one(k, i, idx, g, k.price[a * G + g], k.previous_price[a * G + g], &acc):
-                k.pending[idx] = 1
-                k.acted[idx] = 1
-                acc.requested[a * G + g] += k.order[idx]
+        _file(k, chunk, i, _visit_one(k, i, &acc), &count)
+    k.near_count[chunk] = count
 
 
 cdef void _sweep_next(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
-    """Sweep k >= 2 over one chunk: settle the last round's orders, then (while
-    ``k.decide``) liquidate open loan paths that have not acted and now reach l."""
+    """Sweep k >= 2 over one chunk, in loan order: its near list while no other loan can
+    reach its liquidation level, else every loan (filing the list anew)."""
     cdef Accumulators acc = _chunk_accumulators(k, chunk)
     cdef Py_ssize_t start = chunk * LOAN_CHUNK
     cdef Py_ssize_t stop = start + LOAN_CHUNK
-    cdef Py_ssize_t i, g, idx, a
-    cdef Py_ssize_t n_group = k.n_group
-    cdef bint decide = k.decide
-    cdef double ltv, price
+    cdef Py_ssize_t i, a, j
+    cdef i64 count = 0
+    cdef bint scan = False
+    cdef const i64* near = k.near + chunk * LOAN_CHUNK
     if stop > k.n_loans:
         stop = k.n_loans
     memset(acc.requested, 0, k.n_assets * G * sizeof(double))
+    if k.decide:
+        for a in range(k.n_assets):
+            if not (k.drop[a] > k.crit[chunk * k.n_assets + a]):
+                scan = True
+    if not scan:
+        # A listed loan with no order and no path that can reach l is passed over.
+        for j in range(k.near_count[chunk]):
+            i = near[j]
+            if not (k.drop[k.asset[i]] > k.trig[i]):
+                k.trig[i] = _visit_next(k, i, &acc)
+        return
+    for a in range(k.n_assets):
+        k.crit[chunk * k.n_assets + a] = -INF
     for i in range(start, stop):
-        a = k.asset[i]
-        if not k.touched[i]:
-            # Nothing pending: only a new liquidation could happen.
-            if not decide:
-                continue
-            if k.low[a] > _pristine_threshold(k.schedule_debt[i], k.collateral0[i], k.l[i]):
-                continue
-            _touch(k, i, k.schedule_debt[i])
-        for g in range(n_group):
-            if not k.active[g]:
-                continue
-            idx = i * G + g
-            if k.pending[idx]:
-                k.pending[idx] = 0
-                _settle(k, i, idx, g, k.fill[a * G + g], k.execution[a * G + g], &acc)
-            elif decide and k.status[idx] == OPEN and not k.acted[idx]:
-                price = k.price[a * G + g]
-                ltv = k.debt[idx] / (k.collateral[idx] * price)
-                if ltv >= k.l[i]:
-                    _liquidate(k, i, idx, g, ltv, price, &acc)
-                    k.pending[idx] = 1
-                    k.acted[idx] = 1
-                    acc.requested[a * G + g] += k.order[idx]
+        _file(k, chunk, i, _visit_next(k, i, &acc), &count)
+    k.near_count[chunk] = count
 
 
 cdef void _record_exposure(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
@@ -534,13 +753,14 @@ cdef void _record_exposure(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
     for i in range(start, stop):
         a = k.asset[i]
         if k.touched[i]:
+            _advance(k, i, k.t)
             for g in range(n_group):
                 idx = i * G + g
                 if k.status[idx] != CLOSED:
                     open_debt[g] += k.debt[idx]
                     value[g] += k.collateral[idx] * k.price[a * G + g]
         else:
-            debt = k.schedule_debt[i]
+            debt = _schedule(k, i, k.t)
             q0 = k.collateral0[i]
             for g in range(n_group):
                 open_debt[g] += debt
@@ -562,6 +782,7 @@ cdef void _horizon(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
     for i in range(start, stop):
         a = k.asset[i]
         if k.touched[i]:
+            _advance(k, i, k.n_steps)
             total_loss = k.loan_loss[i]
             n_called = 0
             n_liquidated = 0
@@ -580,11 +801,32 @@ cdef void _horizon(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
             k.loan_liquidated[i] += n_liquidated
         else:
             # No loss, call or liquidation on any path (adding them would add zeros).
-            debt = k.schedule_debt[i]
+            # With m <= 1, a price above the loan's bound puts LTV < m <= 1 on every
+            # path: the shortfall is not positive and 0.0 would be added.
+            if k.m[i] <= 1.0 and k.low[a] > k.bound[i]:
+                continue
+            debt = _schedule(k, i, k.n_steps)
             q0 = k.collateral0[i]
             for g in range(n_group):
                 shortfall = debt - q0 * k.previous_price[a * G + g]
                 unrealised[g] += shortfall if shortfall > 0.0 else 0.0
+
+
+cdef void _bounds(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
+    """``k.bound`` of one chunk's loans: the guard threshold of the schedule at step T."""
+    cdef Py_ssize_t start = chunk * LOAN_CHUNK
+    cdef Py_ssize_t stop = start + LOAN_CHUNK
+    cdef Py_ssize_t i, t
+    cdef double debt, g
+    cdef double* bound = <double*>k.bound
+    if stop > k.n_loans:
+        stop = k.n_loans
+    for i in range(start, stop):
+        debt = k.debt0[i]
+        g = k.growth[i]
+        for t in range(k.n_steps):
+            debt = debt * g
+        bound[i] = _pristine_threshold(debt, k.collateral0[i], k.m[i]) if g >= 1.0 else INF
 
 
 cdef bint _clear(Kernel* k, Py_ssize_t n_chunks, const double* raw, const double* cap,
@@ -648,7 +890,7 @@ cdef void _lowest_prices(Kernel* k, bint with_previous) noexcept nogil:
     """``k.low`` (and ``k.low_both``): the lowest price of each asset over the paths a
     sweep evaluates."""
     cdef Py_ssize_t a, g
-    cdef double low, low_both, v
+    cdef double low, low_both, v, drop
     for a in range(k.n_assets):
         low = INF
         low_both = INF
@@ -666,6 +908,14 @@ cdef void _lowest_prices(Kernel* k, bint with_previous) noexcept nogil:
                     low_both = v if v == v else -INF
         k.low[a] = low
         k.low_both[a] = low_both
+        drop = INF
+        for g in range(k.n_group):
+            if not k.active[g]:
+                continue
+            v = k.price[a * G + g] / k.opening[a * G + g]
+            if v < drop or v != v:
+                drop = v if v == v else -INF
+        k.drop[a] = drop
 
 
 def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
@@ -744,12 +994,21 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef double[:, ::1] order = np.zeros((n_loans, G))
     cdef i8[:, ::1] order_kind = np.zeros((n_loans, G), dtype=np.int8)
     cdef i8[:, ::1] pending = np.zeros((n_loans, G), dtype=np.int8)
-    cdef i8[:, ::1] acted = np.zeros((n_loans, G), dtype=np.int8)
+    cdef i64[:, ::1] acted = np.zeros((n_loans, G), dtype=np.int64)
+    cdef i8[:, ::1] modified = np.zeros((n_loans, G), dtype=np.int8)
+    cdef i64[::1] debt_step = np.zeros(n_loans, dtype=np.int64)
+    cdef double[:, ::1] guard = np.zeros((n_loans, G))
     cdef i8[:, ::1] had_call = np.zeros((n_loans, G), dtype=np.int8)
     cdef i8[:, ::1] had_liquidation = np.zeros((n_loans, G), dtype=np.int8)
     cdef double[:, ::1] loss = np.zeros((n_loans, G))
     cdef i8[::1] touched = np.zeros(n_loans, dtype=np.int8)
     cdef double[::1] schedule_debt = np.zeros(n_loans)
+    cdef i64[::1] schedule_step = np.zeros(n_loans, dtype=np.int64)
+    cdef double[::1] bound = np.zeros(n_loans)
+    cdef i64[::1] near = np.zeros(n_chunks * LOAN_CHUNK, dtype=np.int64)
+    cdef i64[::1] near_count = np.zeros(n_chunks, dtype=np.int64)
+    cdef double[:, ::1] crit = np.zeros((n_chunks, n_assets))
+    cdef double[::1] trig = np.zeros(n_loans)
     cdef double[:, :, ::1] acc_money = np.zeros((n_chunks, N_MONEY, G))
     cdef i64[:, :, ::1] acc_counts = np.zeros((n_chunks, N_COUNTS, G), dtype=np.int64)
     cdef double[:, :, ::1] acc_sold = np.zeros((n_chunks, n_assets, G))
@@ -770,6 +1029,10 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef i64[::1] deepest = np.zeros(G, dtype=np.int64)
     cdef double[::1] low = np.zeros(n_assets)
     cdef double[::1] low_both = np.zeros(n_assets)
+    cdef double[:, ::1] opening = np.ones((n_assets, G))
+    cdef double[:, ::1] inverse_opening = np.ones((n_assets, G))
+    cdef double[::1] low_open = np.zeros(n_assets)
+    cdef double[::1] drop = np.zeros(n_assets)
     cdef double[::1] reach = np.zeros(n_assets)
 
     cdef Kernel kern
@@ -808,11 +1071,20 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     kern.order_kind = &order_kind[0, 0]
     kern.pending = &pending[0, 0]
     kern.acted = &acted[0, 0]
+    kern.modified = &modified[0, 0]
+    kern.debt_step = &debt_step[0]
+    kern.guard = &guard[0, 0]
     kern.had_call = &had_call[0, 0]
     kern.had_liquidation = &had_liquidation[0, 0]
     kern.loss = &loss[0, 0]
     kern.touched = &touched[0]
     kern.schedule_debt = &schedule_debt[0]
+    kern.schedule_step = &schedule_step[0]
+    kern.bound = &bound[0]
+    kern.near = &near[0]
+    kern.near_count = &near_count[0]
+    kern.crit = &crit[0, 0]
+    kern.trig = &trig[0]
     kern.acc_money = &acc_money[0, 0, 0]
     kern.acc_counts = &acc_counts[0, 0, 0]
     kern.acc_sold = &acc_sold[0, 0, 0]
@@ -830,6 +1102,10 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     kern.active = &active[0]
     kern.low = &low[0]
     kern.low_both = &low_both[0]
+    kern.opening = &opening[0, 0]
+    kern.inverse_opening = &inverse_opening[0, 0]
+    kern.low_open = &low_open[0]
+    kern.drop = &drop[0]
     kern.reach = &reach[0]
 
     cdef const double* raw = &price_view[0, 0, 0]
@@ -837,6 +1113,10 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef i64 round_number
     cdef double factor, v, vmax, total
     with nogil:
+        # Every pristine loan's guard threshold at step T: its debt only grows (g >= 1),
+        # so this bounds its threshold at every step.
+        for chunk in prange(n_chunks, num_threads=n_slots, schedule="static"):
+            _bounds(k, chunk)
         group_start = 0
         while group_start < n_paths:
             n_group = n_paths - group_start
@@ -847,6 +1127,7 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
             memset(&touched[0], 0, n_loans * sizeof(i8))
             for j in range(n_loans):
                 schedule_debt[j] = debt_of[j]
+            memset(&schedule_step[0], 0, n_loans * sizeof(i64))
             memset(&acc_money[0, 0, 0], 0, n_chunks * N_MONEY * G * sizeof(double))
             memset(&acc_counts[0, 0, 0], 0, n_chunks * N_COUNTS * G * sizeof(i64))
             memset(&acc_sold[0, 0, 0], 0, n_chunks * n_assets * G * sizeof(double))
@@ -882,10 +1163,16 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
                 for g in range(n_group):
                     active[g] = 1
                     rounds[g] = 0
+                for a in range(n_assets):
+                    for g in range(n_group):
+                        opening[a, g] = price[a, g]
+                        inverse_opening[a, g] = 1.0 / price[a, g]
                 _lowest_prices(k, bridge and t >= 1)
+                for a in range(n_assets):
+                    low_open[a] = low[a]
                 # Sweep 1.
                 for chunk in prange(n_chunks, num_threads=n_slots, schedule="dynamic"):
-                    _sweep_first(k, chunk)
+                    _sweep_one(k, chunk)
                 round_number = 1
                 while _clear(k, n_chunks, raw, &cap[0], &depth[0], &move[0], &sqrt_law[0], &share[0],
                              &permanent[0, 0], &transient[0, 0], &sold_in_step[0, 0], &rounds[0]):
@@ -909,6 +1196,9 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
                         _record_exposure(k, chunk)
 
             # After step T; then the chunks' sums, in chunk order.
+            for g in range(n_group):
+                active[g] = 1
+            _lowest_prices(k, False)  # of the final prices (price is previous_price now)
             for chunk in prange(n_chunks, num_threads=n_slots, schedule="dynamic"):
                 _horizon(k, chunk)
             for g in range(n_group):
