@@ -23,6 +23,14 @@ Why it is built this way:
   group's lowest price is above the core's conservative guard threshold (and, with
   crossings, when no crossing draw can succeed); the first time it is not skipped its
   state rows are initialised and it is evaluated exactly from then on.
+* Touched loans keep a guard per path (``_path_guard``): above it nothing can happen
+  there but the debt's accrual, so sweep 1 compares prices with guards and accrues the
+  debts lazily (``_advance``: the same multiplies, in the same order).
+* Sweeps k >= 2 visit a chunk's "near" list (loans with an order or within
+  ``NEAR_SHARE`` of a trigger, in loan order) and pass over a listed loan while every
+  path's price / opening price stays above its reach; the whole chunk is scanned only
+  when the price falls to the reach of an unlisted loan. Every skip is a proof that the
+  exact rule would do nothing, so no bit changes.
 
 Built with ``-ffp-contract=off`` (no fused multiply-add), and ``exp``, ``expm1``, ``log``
 and ``sqrt`` are libm's, the functions Python's ``math`` module calls: the results are
