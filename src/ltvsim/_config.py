@@ -21,6 +21,12 @@ LOAN_CHUNK = 2048
 #: a skipped path would only have added 0.0, so skipping changes no bit.
 ACTIVE_PATH_GROUP = 8
 
+#: Loan chunks per thread in one wave of the compiled kernels. Each chunk has a scratch
+#: slot of its own and the slots are reduced in chunk order, so this does not change
+#: results; several chunks per thread, taken dynamically, keep a thread from idling
+#: at the end of a wave behind one slow chunk.
+SLOTS_PER_THREAD = 4
+
 #: Relative margin of the conservative "nothing can happen" price test. A pristine loan
 #: whose price is above ``debt / (collateral * margin_call_ltv) * (1 + GUARD_MARGIN)``
 #: provably has LTV < margin_call_ltv in floating point (the rounding error of that

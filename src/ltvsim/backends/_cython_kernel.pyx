@@ -66,6 +66,7 @@ cdef extern from *:
     ctypedef const double* const_double_ptr "const double * __restrict__"
 cdef Py_ssize_t LOAN_CHUNK = cfg.LOAN_CHUNK
 cdef Py_ssize_t GROUP = cfg.ACTIVE_PATH_GROUP
+cdef Py_ssize_t SLOTS_PER_THREAD = cfg.SLOTS_PER_THREAD
 cdef Py_ssize_t N_STEP_MONEY = cfg.N_STEP_MONEY
 cdef double MARGIN = cfg.GUARD_MARGIN
 cdef double TINY = cfg.GUARD_TINY
@@ -637,7 +638,8 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out, mo
     cdef Py_ssize_t n_groups = floor_view.shape[2]
     cdef Py_ssize_t n_loans = debt_of.shape[0]
     cdef bint record = step_loss.shape[0] > 0
-    cdef int n_slots = max(1, n_threads)
+    cdef int n_workers = max(1, n_threads)
+    cdef Py_ssize_t n_slots = max(1, min(n_workers * SLOTS_PER_THREAD, (n_loans + LOAN_CHUNK - 1) // LOAN_CHUNK))
     cdef u64 seed_key = mix64(int(seed) & MASK64)
     cdef i64 offset = path_offset
     cdef bint is_partial = bool(partial)
@@ -713,7 +715,7 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out, mo
                 n_busy = n_chunks - wave
                 if n_busy > n_slots:
                     n_busy = n_slots
-                for slot in prange(n_busy, num_threads=n_slots, schedule="static", chunksize=1):
+                for slot in prange(n_busy, num_threads=n_workers, schedule="dynamic", chunksize=1):
                     memset(slots[slot].money_all, 0, n_assets * money_size * sizeof(double))
                     memset(slots[slot].counts_all, 0, n_assets * counts_size * sizeof(i64))
                     memset(slots[slot].acc_sold, 0, sold_size * sizeof(double))

@@ -578,11 +578,18 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out, mo
     """
     n_assets, n_steps_1, n_paths = prices.shape
     record = out.step_loss.shape[0] > 0
-    n_slots = max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS))
+    n_workers = max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS))
+    n_chunks = -(-loans.debt.shape[0] // cfg.LOAN_CHUNK)
+    n_slots = max(1, min(n_workers * cfg.SLOTS_PER_THREAD, n_chunks))
     scratch = _args.allocate_scratch(n_slots, n_paths, n_steps_1 - 1, n_assets, record)
     seed_key = _U(mix64(int(seed) & MASK64))
     layout = _path_order.sort_paths(prices, mode)
-    run_parallel(_evaluate_chunks, n_slots, layout.prices, layout.floor, layout.path_min,
-                 layout.order, layout.skip, *loans, seed_key, path_offset, bool(partial),
-                 n_slots, *scratch, *out)
+    # The wave's slots are taken one at a time by whichever thread is free.
+    chunksize = numba.set_parallel_chunksize(1)
+    try:
+        run_parallel(_evaluate_chunks, n_workers, layout.prices, layout.floor, layout.path_min,
+                     layout.order, layout.skip, *loans, seed_key, path_offset, bool(partial),
+                     n_slots, *scratch, *out)
+    finally:
+        numba.set_parallel_chunksize(chunksize)
     return int(scratch.evaluated.sum())
