@@ -1,9 +1,8 @@
 """Run a backend's coupled kernel directly (no simulate()) and compare with the naive one."""
-import importlib
-
 import numpy as np
 
 from ltvsim import _config as cfg
+from ltvsim import backends
 from ltvsim.backends._args import new_block_outputs
 from ltvsim.backends._coupled_args import (
     MODE_FULL,
@@ -11,13 +10,6 @@ from ltvsim.backends._coupled_args import (
     new_coupled_outputs,
 )
 from ltvsim.simulate import kernel_loans
-
-COUPLED_MODULES = {
-    "numpy": "ltvsim.backends._numpy_coupled",
-    "numba": "ltvsim.backends._numba_coupled",
-    "cython": "ltvsim.backends._cython_coupled",
-}
-
 
 def make_options(n_assets, n_steps, n_paths, *, mode=MODE_FULL, close_factor=0.5, full_close_ltv=1 / 0.95,
                  min_liquidation=0.0, max_sell=None, depth=None, depth_move=0.02, sqrt_law=1,
@@ -48,7 +40,7 @@ def slice_options(options, start, stop):
 
 def run_coupled(backend, book, paths, options, *, seed=0, n_threads=1, path_block=None, record_steps=True):
     """The backend's ``evaluate_coupled`` over all paths, as the naive reference's dict."""
-    module = importlib.import_module(COUPLED_MODULES[backend])
+    module = backends.load_coupled(backend)
     n_loans, n_paths, n_steps, n_assets = len(book), paths.n_paths, paths.n_steps, paths.n_assets
     loans = kernel_loans(book, paths.dt)
     loan_outputs = (np.zeros(n_loans), np.zeros(n_loans, dtype=np.int64), np.zeros(n_loans, dtype=np.int64))

@@ -50,13 +50,10 @@ from ._coupled_args import (
     ORDER_NONE,
     ORDER_PART,
 )
+# The counter-based hash and top-up draw are the core kernel's own.
+from ._numba_kernel import _TO_UNIT, _U, _mix64, _uniform
 
-_U = np.uint64
-_GOLDEN = _U(0x9E3779B97F4A7C15)
-_MIX1 = _U(0xBF58476D1CE4E5B9)
-_MIX2 = _U(0x94D049BB133111EB)
 _BRIDGE_BIT = _U(1 << 63)
-_TO_UNIT = 2.0**-53
 
 _G = COUPLED_GROUP
 _OPEN, _LIQUIDATING, _CLOSED = COUPLED_OPEN, COUPLED_LIQUIDATING, COUPLED_CLOSED
@@ -80,21 +77,6 @@ _PRISTINE, _TOUCHED, _DEAD = 0, 1, 2
 
 _jit = dict(cache=True, nogil=True, error_model="numpy", fastmath=False)
 _jit_no_nrt = dict(_jit, _nrt=False)
-
-
-@njit(inline="always", **_jit)
-def _mix64(x):
-    z = x + _GOLDEN
-    z = (z ^ (z >> _U(30))) * _MIX1
-    z = (z ^ (z >> _U(27))) * _MIX2
-    return z ^ (z >> _U(31))
-
-
-@njit(inline="always", **_jit)
-def _uniform(loan_key, path, step):
-    """Top-up draw for (loan key, global path, step); see ``ltvsim._rng.uniform``."""
-    h = _mix64(_mix64(loan_key ^ _U(path)) ^ _U(step))
-    return np.float64(h >> _U(11)) * _TO_UNIT
 
 
 @njit(inline="always", **_jit)
