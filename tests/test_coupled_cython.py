@@ -128,3 +128,18 @@ def test_no_impact_equals_core_kernel(liquidation, mode):
     assert coupled["path_cascade_rounds"].max() == 1  # orders settle in one round, no cascade
     assert not coupled["path_impact_drawdown"].any()
     np.testing.assert_array_equal(coupled["step_impact"], 1.0)
+
+
+def test_groups_in_parallel_add_loan_losses_in_path_order():
+    """Threads take whole groups of paths; each loan's losses from several groups are
+    still added in path order (a deep crash: every loan loses on many paths)."""
+    book = _book(300)
+    paths = gbm([80_000.0, 3_000.0], [0.0, 0.0], 3.0 * SIGMA, corr=[[1.0, 0.8], [0.8, 1.0]],
+                n_paths=40, n_steps=N_STEPS, dt=DT, seed=7)
+    options = make_options(2, N_STEPS, 40, depth=[1e3, 2.5e2], depth_move=0.2)
+    expected = _naive(book, paths, options)
+    assert (expected["path_loss"] > 0).sum() >= 16  # losses on many paths, in several groups
+    assert expected["loan_margin_calls"].sum() > 0
+    for n_threads, path_block in [(1, None), (2, None), (3, None), (2, 24)]:
+        actual = run_coupled("cython", book, paths, options, seed=SEED, n_threads=n_threads, path_block=path_block)
+        assert_same(actual, expected, exact=True)

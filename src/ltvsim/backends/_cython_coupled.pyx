@@ -1,6 +1,6 @@
 # cython: language_level=3
 """The coupled kernel (market impact, cascades, lenders' rules, crossings) in Cython
-(OpenMP ``prange``, ``nogil``).
+(OpenMP ``prange`` over groups of paths, ``nogil``).
 
 The slow, obvious version is ``tests/naive_coupled.py``: this file computes exactly the
 same numbers, in the same order of floating-point operations, and the numba kernel
@@ -15,9 +15,14 @@ Why it is built this way:
   opening price; then, while some path of the group has orders, the clearing
   (``_clear``: fill share, impact, slippage, execution price) runs serially per path and
   asset, and the next sweep (``_sweep_next``) settles the orders and looks for new
-  liquidations at the impacted price. Sweeps run in parallel over fixed loan chunks of
-  ``LOAN_CHUNK``; each chunk writes only its own loans' state and its own accumulators,
-  which are reduced serially in chunk order, so no bit depends on the thread count.
+  liquidations at the impacted price. Sweeps run over fixed loan chunks of
+  ``LOAN_CHUNK``; each chunk has its own accumulators, reduced in chunk order.
+* Threads take whole groups (``prange`` over groups, dynamic): a group's paths depend
+  only on its own loans, so a thread runs a group's every step and sweep alone
+  (``_run_group``), with its own copy of the group state (one per thread, O(loans)),
+  and no barrier. Per-path sums are those of one thread; the per-loan outputs, shared by
+  all groups, are logged per group and added in group order (``_merge``), so no bit
+  depends on the thread count.
 * Pristine skipping: a loan no path of the group has touched (every path open, no call,
   initial collateral, debt on the shared schedule ``D0 * g * g ...``) is skipped when the
   group's lowest price is above the core's conservative guard threshold (and, with
@@ -36,9 +41,10 @@ Built with ``-ffp-contract=off`` (no fused multiply-add), and ``exp``, ``expm1``
 and ``sqrt`` are libm's, the functions Python's ``math`` module calls: the results are
 those of the naive reference to the last bit.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.math cimport exp, expm1, log, sqrt
-from libc.string cimport memset
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memset
 cimport numpy as cnp
 
 import numpy as np
@@ -50,6 +56,30 @@ from . import _coupled_args as _ca
 ctypedef unsigned long long u64
 ctypedef cnp.int64_t i64
 ctypedef cnp.int8_t i8
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    typedef omp_lock_t ltvsim_lock;
+    static void ltvsim_lock_init(ltvsim_lock* l) { omp_init_lock(l); }
+    static void ltvsim_lock_destroy(ltvsim_lock* l) { omp_destroy_lock(l); }
+    static void ltvsim_lock_set(ltvsim_lock* l) { omp_set_lock(l); }
+    static void ltvsim_lock_unset(ltvsim_lock* l) { omp_unset_lock(l); }
+    #else
+    typedef int ltvsim_lock;
+    static void ltvsim_lock_init(ltvsim_lock* l) { (void)l; }
+    static void ltvsim_lock_destroy(ltvsim_lock* l) { (void)l; }
+    static void ltvsim_lock_set(ltvsim_lock* l) { (void)l; }
+    static void ltvsim_lock_unset(ltvsim_lock* l) { (void)l; }
+    #endif
+    """
+    ctypedef struct ltvsim_lock:
+        pass
+    void ltvsim_lock_init(ltvsim_lock* l) nogil
+    void ltvsim_lock_destroy(ltvsim_lock* l) nogil
+    void ltvsim_lock_set(ltvsim_lock* l) nogil
+    void ltvsim_lock_unset(ltvsim_lock* l) nogil
 
 cdef enum:
     # A loan path's status and the kind of its order.
@@ -115,6 +145,20 @@ cdef double TO_UNIT = 2.0 ** -53
 cdef double NEAR_SHARE = 0.9
 
 
+cdef struct LoanEntry:
+    # A group's contribution to a loan's outputs: a loss (one path) or its counts.
+    i64 loan
+    i64 calls
+    i64 liquidated
+    double loss
+
+
+cdef struct Log:
+    LoanEntry* entries
+    Py_ssize_t count
+    Py_ssize_t capacity
+
+
 cdef struct Kernel:
     # Everything a sweep reads or writes: set up once, the step fields between sweeps.
     Py_ssize_t n_loans
@@ -178,10 +222,9 @@ cdef struct Kernel:
     double* acc_unsold      # [n_chunks, n_assets, G]
     double* acc_step_sold   # [n_chunks, n_step_rows, n_assets, G]
     double* acc_step_money  # [n_chunks, N_STEP_MONEY, n_step_rows, G]
-    # Per-loan outputs (persist across blocks).
-    double* loan_loss
-    i64* loan_calls
-    i64* loan_liquidated
+    # The group's per-loan outputs, logged for the ordered merge (``_merge``).
+    Log log
+    bint failed             # out of memory for the log
     # The group and step being swept.
     Py_ssize_t group_start
     Py_ssize_t n_group
@@ -199,6 +242,47 @@ cdef struct Kernel:
     double* inverse_opening # [n_assets, G]: 1 / opening (reaches carry a margin far above its rounding)
     double* low_open        # [n_assets]: its lowest over the group's paths
     double* drop            # [n_assets]: lowest price / opening price over the paths swept
+    Py_ssize_t n_chunks
+    # The group's impact and clearing rows.
+    double* permanent       # [n_assets, G]
+    double* transient       # [n_assets, G]
+    double* sold_in_step    # [n_assets, G]
+    double* worst_factor    # [n_assets, G]
+    i64* rounds             # [G]
+    i64* deepest            # [G]
+
+
+cdef struct Block:
+    # What every group of the block shares: prices, impact options, outputs.
+    Py_ssize_t n_groups
+    const double* raw       # [n_assets, n_steps + 1, n_paths]: the block's exogenous prices
+    const double* cap
+    const double* depth
+    const double* move
+    const i64* sqrt_law
+    const double* share
+    const double* decay
+    i64 max_rounds
+    double* path_money      # [N_MONEY, n_paths]
+    i64* path_counts        # [N_COUNTS, n_paths]
+    double* path_sold       # [n_assets, n_paths]
+    double* step_sold       # [n_step_rows, n_assets, n_paths]
+    double* step_loss       # [n_step_rows, n_paths] (and the next three)
+    double* step_fees
+    double* step_open_debt
+    double* step_collateral_value
+    i64* path_rounds        # [n_paths]
+    double* path_drawdown   # [n_assets, n_paths]
+    double* path_unsold     # [n_assets, n_paths]
+    double* step_impact     # [n_step_rows, n_assets, n_paths]
+    # Per-loan outputs (persist across blocks), merged in group order under ``lock``.
+    double* loan_loss
+    i64* loan_calls
+    i64* loan_liquidated
+    Log* logs               # [n_groups]: finished groups' logs not merged yet
+    i8* finished            # [n_groups]
+    Py_ssize_t merged       # groups merged so far (in order)
+    ltvsim_lock lock
 
 
 cdef struct Accumulators:
@@ -775,15 +859,37 @@ cdef void _record_exposure(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
                 value[g] += q0 * k.price[a * G + g]
 
 
-cdef void _horizon(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
-    """After step T: unrealised shortfall, unsold collateral and the loans' outputs."""
+cdef void _log(Kernel* k, Py_ssize_t i, i64 calls, i64 liquidated, double loss) noexcept nogil:
+    """Append a loan's output entry to the group's log."""
+    cdef Log* log = &k.log
+    cdef Py_ssize_t capacity
+    cdef LoanEntry* entries
+    if log.count == log.capacity:
+        capacity = 2 * log.capacity if log.capacity > 0 else 1024
+        entries = <LoanEntry*>realloc(log.entries, capacity * sizeof(LoanEntry))
+        if entries == NULL:
+            k.failed = True
+            return
+        log.entries = entries
+        log.capacity = capacity
+    log.entries[log.count].loan = i
+    log.entries[log.count].calls = calls
+    log.entries[log.count].liquidated = liquidated
+    log.entries[log.count].loss = loss
+    log.count += 1
+
+
+cdef void _horizon(Kernel* k, Py_ssize_t chunk) noexcept nogil:
+    """After step T: unrealised shortfall, unsold collateral, and the loans' outputs
+    logged (in loan order, each loan's paths in order; zero losses and counts left out,
+    since adding them changes nothing)."""
     cdef Accumulators acc = _chunk_accumulators(k, chunk)
     cdef Py_ssize_t start = chunk * LOAN_CHUNK
     cdef Py_ssize_t stop = start + LOAN_CHUNK
     cdef Py_ssize_t i, g, idx, a
     cdef Py_ssize_t n_group = k.n_group
     cdef double* unrealised = acc.money + UNREALISED * G
-    cdef double shortfall, debt, q0, total_loss
+    cdef double shortfall, debt, q0
     cdef i64 n_called, n_liquidated
     if stop > k.n_loans:
         stop = k.n_loans
@@ -791,7 +897,6 @@ cdef void _horizon(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
         a = k.asset[i]
         if k.touched[i]:
             _advance(k, i, k.n_steps)
-            total_loss = k.loan_loss[i]
             n_called = 0
             n_liquidated = 0
             for g in range(n_group):
@@ -801,12 +906,12 @@ cdef void _horizon(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
                     unrealised[g] += shortfall if shortfall > 0.0 else 0.0
                 if k.status[idx] == LIQUIDATING:
                     acc.unsold[a * G + g] += k.order[idx]
-                total_loss += k.loss[idx]
+                if k.loss[idx] != 0.0:
+                    _log(k, i, 0, 0, k.loss[idx])
                 n_called += k.had_call[idx]
                 n_liquidated += k.had_liquidation[idx]
-            k.loan_loss[i] = total_loss
-            k.loan_calls[i] += n_called
-            k.loan_liquidated[i] += n_liquidated
+            if n_called != 0 or n_liquidated != 0:
+                _log(k, i, n_called, n_liquidated, 0.0)
         else:
             # No loss, call or liquidation on any path (adding them would add zeros).
             # With m <= 1, a price above the loan's bound puts LTV < m <= 1 on every
@@ -837,13 +942,22 @@ cdef void _bounds(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
         bound[i] = _pristine_threshold(debt, k.collateral0[i], k.m[i]) if g >= 1.0 else INF
 
 
-cdef bint _clear(Kernel* k, Py_ssize_t n_chunks, const double* raw, const double* cap,
-                 const double* depth, const double* move, const i64* sqrt_law, const double* share,
-                 double* permanent, double* transient, double* sold_in_step, i64* rounds) noexcept nogil:
+cdef bint _clear(Kernel* k, const Block* b) noexcept nogil:
     """Between sweeps, serially per path and asset: fill share, impact, slippage and
     execution price of the orders the last sweep put up; the new price. Paths without
     orders stop clearing (``k.active``). Returns True if some path cleared."""
     cdef Py_ssize_t n_assets = k.n_assets
+    cdef Py_ssize_t n_chunks = k.n_chunks
+    cdef const double* raw = b.raw
+    cdef const double* cap = b.cap
+    cdef const double* depth = b.depth
+    cdef const double* move = b.move
+    cdef const i64* sqrt_law = b.sqrt_law
+    cdef const double* share = b.share
+    cdef double* permanent = k.permanent
+    cdef double* transient = k.transient
+    cdef double* sold_in_step = k.sold_in_step
+    cdef i64* rounds = k.rounds
     cdef Py_ssize_t g, a, c, ag
     cdef double total, room, filled, ratio, delta, price
     cdef bint any_order, any_active = False
@@ -926,13 +1040,178 @@ cdef void _lowest_prices(Kernel* k, bint with_previous) noexcept nogil:
         k.drop[a] = drop
 
 
+cdef void _merge(Kernel* k, Block* b, Py_ssize_t group) noexcept nogil:
+    """Hand the group's log over and add every finished group's log, in group order, into
+    the per-loan outputs: each loan's losses are added in path order, as by one thread."""
+    cdef Py_ssize_t j
+    cdef Log* log
+    cdef LoanEntry* e
+    ltvsim_lock_set(&b.lock)
+    b.logs[group] = k.log
+    b.finished[group] = 1
+    k.log.entries = NULL
+    k.log.count = 0
+    k.log.capacity = 0
+    while b.merged < b.n_groups and b.finished[b.merged]:
+        log = &b.logs[b.merged]
+        for j in range(log.count):
+            e = &log.entries[j]
+            if e.loss != 0.0:
+                b.loan_loss[e.loan] = b.loan_loss[e.loan] + e.loss
+            b.loan_calls[e.loan] += e.calls
+            b.loan_liquidated[e.loan] += e.liquidated
+        free(log.entries)
+        log.entries = NULL
+        log.count = 0
+        b.merged += 1
+    ltvsim_lock_unset(&b.lock)
+
+
+cdef void _run_group(Kernel* k, Block* b, Py_ssize_t group) noexcept nogil:
+    """Every step of one group of paths, serially over the loan chunks, with the calling
+    thread's own state (``k``); then the group's sums, in chunk order."""
+    cdef Py_ssize_t n_loans = k.n_loans
+    cdef Py_ssize_t n_assets = k.n_assets
+    cdef Py_ssize_t n_steps = k.n_steps
+    cdef Py_ssize_t n_paths = k.n_paths
+    cdef Py_ssize_t n_chunks = k.n_chunks
+    cdef Py_ssize_t n_step_rows = k.n_step_rows
+    cdef Py_ssize_t group_start = group * G
+    cdef Py_ssize_t n_group = n_paths - group_start
+    cdef Py_ssize_t g, a, c, j, t, p, ag, chunk
+    cdef bint bridge = k.bridge
+    cdef bint record = k.record
+    cdef i64 round_number
+    cdef double factor, v, vmax, total
+    cdef double* price = k.price
+    cdef double* permanent = k.permanent
+    cdef double* transient = k.transient
+    cdef double* worst_factor = k.worst_factor
+    cdef i64* deepest = k.deepest
+    if n_group > G:
+        n_group = G
+    k.group_start = group_start
+    k.n_group = n_group
+    memset(k.touched, 0, n_loans * sizeof(i8))
+    memcpy(k.schedule_debt, k.debt0, n_loans * sizeof(double))
+    memset(k.schedule_step, 0, n_loans * sizeof(i64))
+    memset(k.acc_money, 0, n_chunks * N_MONEY * G * sizeof(double))
+    memset(k.acc_counts, 0, n_chunks * N_COUNTS * G * sizeof(i64))
+    memset(k.acc_sold, 0, n_chunks * n_assets * G * sizeof(double))
+    memset(k.acc_unsold, 0, n_chunks * n_assets * G * sizeof(double))
+    if record:
+        memset(k.acc_step_sold, 0, n_chunks * n_step_rows * n_assets * G * sizeof(double))
+        memset(k.acc_step_money, 0, n_chunks * N_STEP_MONEY * n_step_rows * G * sizeof(double))
+    for ag in range(n_assets * G):
+        permanent[ag] = 0.0
+        transient[ag] = 0.0
+        k.previous_price[ag] = 0.0
+        worst_factor[ag] = 1.0
+    for g in range(G):
+        deepest[g] = 0
+
+    for t in range(n_steps + 1):
+        k.t = t
+        # The step's opening price: decay the transient impact, apply both.
+        for a in range(n_assets):
+            if bridge and t >= 1:
+                vmax = 0.0
+                for g in range(n_group):
+                    v = k.bridge_variance[(a * (n_steps + 1) + t) * n_paths + group_start + g]
+                    if v > vmax or v != v:
+                        vmax = v if v == v else INF
+                k.reach[a] = exp(sqrt(BRIDGE_REACH * vmax)) * (1.0 + MARGIN)
+            for g in range(n_group):
+                ag = a * G + g
+                if t >= 1:
+                    transient[ag] = transient[ag] * b.decay[a]
+                price[ag] = b.raw[(a * (n_steps + 1) + t) * n_paths + group_start + g] * exp(
+                    -(permanent[ag] + transient[ag]))
+                k.sold_in_step[ag] = 0.0
+        for g in range(n_group):
+            k.active[g] = 1
+            k.rounds[g] = 0
+        for a in range(n_assets):
+            for g in range(n_group):
+                ag = a * G + g
+                k.opening[ag] = price[ag]
+                k.inverse_opening[ag] = 1.0 / price[ag]
+        _lowest_prices(k, bridge and t >= 1)
+        for a in range(n_assets):
+            k.low_open[a] = k.low[a]
+        # Sweep 1.
+        for chunk in range(n_chunks):
+            _sweep_one(k, chunk)
+        round_number = 1
+        while _clear(k, b):
+            round_number = round_number + 1
+            k.decide = round_number <= b.max_rounds
+            _lowest_prices(k, False)
+            for chunk in range(n_chunks):
+                _sweep_next(k, chunk)
+        for g in range(n_group):
+            if k.rounds[g] > deepest[g]:
+                deepest[g] = k.rounds[g]
+            for a in range(n_assets):
+                ag = a * G + g
+                k.previous_price[ag] = price[ag]
+                factor = exp(-(permanent[ag] + transient[ag]))
+                if record:
+                    b.step_impact[(t * n_assets + a) * n_paths + group_start + g] = factor
+                if factor < worst_factor[ag]:
+                    worst_factor[ag] = factor
+        if record:
+            for chunk in range(n_chunks):
+                _record_exposure(k, chunk)
+
+    # After step T; then the chunks' sums, in chunk order.
+    for g in range(n_group):
+        k.active[g] = 1
+    _lowest_prices(k, False)  # of the final prices (price is previous_price now)
+    for chunk in range(n_chunks):
+        _horizon(k, chunk)
+    for g in range(n_group):
+        p = group_start + g
+        for c in range(n_chunks):
+            for j in range(N_MONEY):
+                b.path_money[j * n_paths + p] += k.acc_money[(c * N_MONEY + j) * G + g]
+            for j in range(N_COUNTS):
+                b.path_counts[j * n_paths + p] += k.acc_counts[(c * N_COUNTS + j) * G + g]
+            for a in range(n_assets):
+                b.path_sold[a * n_paths + p] += k.acc_sold[(c * n_assets + a) * G + g]
+        for a in range(n_assets):
+            total = 0.0
+            for c in range(n_chunks):
+                total += k.acc_unsold[(c * n_assets + a) * G + g]
+            b.path_unsold[a * n_paths + p] = total
+            b.path_drawdown[a * n_paths + p] = 1.0 - worst_factor[a * G + g]
+        b.path_rounds[p] = deepest[g]
+        if record:
+            for c in range(n_chunks):
+                for t in range(n_step_rows):
+                    b.step_loss[t * n_paths + p] += k.acc_step_money[((c * N_STEP_MONEY + STEP_LOSS) * n_step_rows + t) * G + g]
+                    b.step_fees[t * n_paths + p] += k.acc_step_money[((c * N_STEP_MONEY + STEP_FEES) * n_step_rows + t) * G + g]
+                    b.step_open_debt[t * n_paths + p] += k.acc_step_money[((c * N_STEP_MONEY + STEP_OPEN_DEBT) * n_step_rows + t) * G + g]
+                    b.step_collateral_value[t * n_paths + p] += k.acc_step_money[((c * N_STEP_MONEY + STEP_COLLATERAL_VALUE) * n_step_rows + t) * G + g]
+                    for a in range(n_assets):
+                        b.step_sold[(t * n_assets + a) * n_paths + p] += k.acc_step_sold[((c * n_step_rows + t) * n_assets + a) * G + g]
+    _merge(k, b, group)
+
+
+def _rows(n_workers, shape, dtype=np.float64, fill=0):
+    """One zeroed (or ``fill``) array of ``shape`` per worker, rows a cache line apart."""
+    size = int(np.prod(shape, dtype=np.int64))
+    width = size + 64 // np.dtype(dtype).itemsize
+    return np.full((n_workers, width), fill, dtype=dtype)
+
+
 def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     """Evaluate every loan on one block of paths with market impact and cascades, and add
     the results into ``out`` (a ``CoupledOutputs``).
 
     Same contract as ``tests/naive_coupled.simulate_coupled_naive`` for the paths of the
-    block (path ``p`` of the block is path ``path_offset + p`` of the run), bit for bit.
-    Releases the GIL while it runs.
+    block (path ``p`` of the block is path ``path_offset + p`` of the run), bit for bit,
+    for any ``n_threads``. Releases the GIL while it runs.
     """
     cdef const double[:, :, ::1] price_view = prices
     cdef const i64[::1] asset_of = loans.asset
@@ -969,8 +1248,9 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef bint record = step_loss.shape[0] > 0
     cdef Py_ssize_t n_step_rows = n_steps + 1 if record else 0
     cdef Py_ssize_t n_chunks = (n_loans + LOAN_CHUNK - 1) // LOAN_CHUNK
-    # No more threads than chunks: a parallel region per sweep, and a thread without a
-    # chunk would only wait at its barrier.
+    cdef Py_ssize_t n_groups = (n_paths + G - 1) // G
+    # Threads take whole groups; each needs its own group state.
+    cdef int n_workers = max(1, min(n_threads, n_groups))
     cdef int n_slots = max(1, min(n_threads, n_chunks))
     if n_paths == 0 or n_loans == 0 or n_assets == 0:
         return
@@ -984,7 +1264,6 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef const i64[::1] sqrt_law = np.ascontiguousarray(options.sqrt_law, dtype=np.int64)
     cdef const double[::1] share = np.ascontiguousarray(options.permanent, dtype=np.float64)
     cdef const double[::1] decay = np.ascontiguousarray(options.decay, dtype=np.float64)
-    cdef i64 max_rounds = options.max_rounds
     cdef bint bridge = bool(options.bridge)
     cdef const double[:, :, ::1] variance_view
     if bridge:
@@ -992,246 +1271,184 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     else:
         variance_view = np.zeros((1, 1, 1))
 
-    # Group state, per-chunk accumulators and the group's per-path rows.
-    cdef i8[:, ::1] status = np.zeros((n_loans, G), dtype=np.int8)
-    cdef double[:, ::1] collateral = np.zeros((n_loans, G))
-    cdef double[:, ::1] debt = np.zeros((n_loans, G))
-    cdef double[:, ::1] principal = np.zeros((n_loans, G))
-    cdef i64[:, ::1] call_start = np.zeros((n_loans, G), dtype=np.int64)
-    cdef i64[:, ::1] topup_due = np.zeros((n_loans, G), dtype=np.int64)
-    cdef double[:, ::1] order = np.zeros((n_loans, G))
-    cdef i8[:, ::1] order_kind = np.zeros((n_loans, G), dtype=np.int8)
-    cdef i8[:, ::1] pending = np.zeros((n_loans, G), dtype=np.int8)
-    cdef i64[:, ::1] acted = np.zeros((n_loans, G), dtype=np.int64)
-    cdef i8[:, ::1] modified = np.zeros((n_loans, G), dtype=np.int8)
-    cdef i64[::1] debt_step = np.zeros(n_loans, dtype=np.int64)
-    cdef double[:, ::1] guard = np.zeros((n_loans, G))
-    cdef i8[:, ::1] had_call = np.zeros((n_loans, G), dtype=np.int8)
-    cdef i8[:, ::1] had_liquidation = np.zeros((n_loans, G), dtype=np.int8)
-    cdef double[:, ::1] loss = np.zeros((n_loans, G))
-    cdef i8[::1] touched = np.zeros(n_loans, dtype=np.int8)
-    cdef double[::1] schedule_debt = np.zeros(n_loans)
-    cdef i64[::1] schedule_step = np.zeros(n_loans, dtype=np.int64)
+    # Each worker's group state, per-chunk accumulators and group rows; state rows are
+    # set when a loan is first touched in a group, so they start uninitialised.
+    w = n_workers
+    cdef i8[:, :, ::1] status = np.empty((w, n_loans, G), dtype=np.int8)
+    cdef double[:, :, ::1] collateral = np.empty((w, n_loans, G))
+    cdef double[:, :, ::1] debt = np.empty((w, n_loans, G))
+    cdef double[:, :, ::1] principal = np.empty((w, n_loans, G))
+    cdef i64[:, :, ::1] call_start = np.empty((w, n_loans, G), dtype=np.int64)
+    cdef i64[:, :, ::1] topup_due = np.empty((w, n_loans, G), dtype=np.int64)
+    cdef double[:, :, ::1] order = np.empty((w, n_loans, G))
+    cdef i8[:, :, ::1] order_kind = np.empty((w, n_loans, G), dtype=np.int8)
+    cdef i8[:, :, ::1] pending = np.empty((w, n_loans, G), dtype=np.int8)
+    cdef i64[:, :, ::1] acted = np.empty((w, n_loans, G), dtype=np.int64)
+    cdef i8[:, :, ::1] modified = np.empty((w, n_loans, G), dtype=np.int8)
+    cdef double[:, :, ::1] guard = np.empty((w, n_loans, G))
+    cdef i8[:, :, ::1] had_call = np.empty((w, n_loans, G), dtype=np.int8)
+    cdef i8[:, :, ::1] had_liquidation = np.empty((w, n_loans, G), dtype=np.int8)
+    cdef double[:, :, ::1] loss = np.empty((w, n_loans, G))
+    cdef i64[:, ::1] debt_step = np.zeros((w, n_loans), dtype=np.int64)
+    cdef i8[:, ::1] touched = np.zeros((w, n_loans), dtype=np.int8)
+    cdef double[:, ::1] schedule_debt = np.zeros((w, n_loans))
+    cdef i64[:, ::1] schedule_step = np.zeros((w, n_loans), dtype=np.int64)
+    cdef double[:, ::1] trig = np.zeros((w, n_loans))
+    cdef i64[:, ::1] near = np.zeros((w, n_chunks * LOAN_CHUNK), dtype=np.int64)
+    cdef i64[:, ::1] near_count = _rows(w, (n_chunks,), np.int64)
+    cdef double[:, ::1] crit = _rows(w, (n_chunks, n_assets))
+    cdef double[:, ::1] acc_money = _rows(w, (n_chunks, N_MONEY, G))
+    cdef i64[:, ::1] acc_counts = _rows(w, (n_chunks, N_COUNTS, G), np.int64)
+    cdef double[:, ::1] acc_sold = _rows(w, (n_chunks, n_assets, G))
+    cdef double[:, ::1] acc_requested = _rows(w, (n_chunks, n_assets, G))
+    cdef double[:, ::1] acc_unsold = _rows(w, (n_chunks, n_assets, G))
+    cdef double[:, ::1] acc_step_sold = _rows(w, (n_chunks, n_step_rows, n_assets, G))
+    cdef double[:, ::1] acc_step_money = _rows(w, (n_chunks, N_STEP_MONEY, n_step_rows, G))
+    cdef double[:, ::1] price = _rows(w, (n_assets, G))
+    cdef double[:, ::1] previous_price = _rows(w, (n_assets, G))
+    cdef double[:, ::1] fill = _rows(w, (n_assets, G), fill=1.0)
+    cdef double[:, ::1] execution = _rows(w, (n_assets, G))
+    cdef double[:, ::1] permanent = _rows(w, (n_assets, G))
+    cdef double[:, ::1] transient = _rows(w, (n_assets, G))
+    cdef double[:, ::1] sold_in_step = _rows(w, (n_assets, G))
+    cdef double[:, ::1] worst_factor = _rows(w, (n_assets, G), fill=1.0)
+    cdef i8[:, ::1] active = _rows(w, (G,), np.int8)
+    cdef i64[:, ::1] rounds = _rows(w, (G,), np.int64)
+    cdef i64[:, ::1] deepest = _rows(w, (G,), np.int64)
+    cdef double[:, ::1] low = _rows(w, (n_assets,))
+    cdef double[:, ::1] low_both = _rows(w, (n_assets,))
+    cdef double[:, ::1] opening = _rows(w, (n_assets, G), fill=1.0)
+    cdef double[:, ::1] inverse_opening = _rows(w, (n_assets, G), fill=1.0)
+    cdef double[:, ::1] low_open = _rows(w, (n_assets,))
+    cdef double[:, ::1] drop = _rows(w, (n_assets,))
+    cdef double[:, ::1] reach = _rows(w, (n_assets,))
     cdef double[::1] bound = np.zeros(n_loans)
-    cdef i64[::1] near = np.zeros(n_chunks * LOAN_CHUNK, dtype=np.int64)
-    cdef i64[::1] near_count = np.zeros(n_chunks, dtype=np.int64)
-    cdef double[:, ::1] crit = np.zeros((n_chunks, n_assets))
-    cdef double[::1] trig = np.zeros(n_loans)
-    cdef double[:, :, ::1] acc_money = np.zeros((n_chunks, N_MONEY, G))
-    cdef i64[:, :, ::1] acc_counts = np.zeros((n_chunks, N_COUNTS, G), dtype=np.int64)
-    cdef double[:, :, ::1] acc_sold = np.zeros((n_chunks, n_assets, G))
-    cdef double[:, :, ::1] acc_requested = np.zeros((n_chunks, n_assets, G))
-    cdef double[:, :, ::1] acc_unsold = np.zeros((n_chunks, n_assets, G))
-    cdef double[:, :, :, ::1] acc_step_sold = np.zeros((n_chunks, max(n_step_rows, 1), n_assets, G))
-    cdef double[:, :, :, ::1] acc_step_money = np.zeros((n_chunks, N_STEP_MONEY, max(n_step_rows, 1), G))
-    cdef double[:, ::1] price = np.zeros((n_assets, G))
-    cdef double[:, ::1] previous_price = np.zeros((n_assets, G))
-    cdef double[:, ::1] fill = np.ones((n_assets, G))
-    cdef double[:, ::1] execution = np.zeros((n_assets, G))
-    cdef double[:, ::1] permanent = np.zeros((n_assets, G))
-    cdef double[:, ::1] transient = np.zeros((n_assets, G))
-    cdef double[:, ::1] sold_in_step = np.zeros((n_assets, G))
-    cdef double[:, ::1] worst_factor = np.ones((n_assets, G))
-    cdef i8[::1] active = np.zeros(G, dtype=np.int8)
-    cdef i64[::1] rounds = np.zeros(G, dtype=np.int64)
-    cdef i64[::1] deepest = np.zeros(G, dtype=np.int64)
-    cdef double[::1] low = np.zeros(n_assets)
-    cdef double[::1] low_both = np.zeros(n_assets)
-    cdef double[:, ::1] opening = np.ones((n_assets, G))
-    cdef double[:, ::1] inverse_opening = np.ones((n_assets, G))
-    cdef double[::1] low_open = np.zeros(n_assets)
-    cdef double[::1] drop = np.zeros(n_assets)
-    cdef double[::1] reach = np.zeros(n_assets)
+    logs = np.zeros(n_groups * sizeof(Log), dtype=np.uint8)
+    cdef i8[::1] finished = np.zeros(n_groups, dtype=np.int8)
+    kernels = np.zeros(n_workers * sizeof(Kernel), dtype=np.uint8)
+    cdef unsigned char[::1] logs_bytes = logs
+    cdef unsigned char[::1] kernel_bytes = kernels
+    cdef Kernel* ks = <Kernel*>&kernel_bytes[0]
+    cdef Kernel* k
+    cdef Block blk
+    cdef Py_ssize_t group, chunk, q
+    cdef bint failed = False
 
-    cdef Kernel kern
-    cdef Kernel* k = &kern
-    kern.n_loans = n_loans
-    kern.n_assets = n_assets
-    kern.n_steps = n_steps
-    kern.n_paths = n_paths
-    kern.n_step_rows = n_step_rows
-    kern.record = record
-    kern.asset = &asset_of[0]
-    kern.collateral0 = &collateral_of[0]
-    kern.debt0 = &debt_of[0]
-    kern.growth = &growth_of[0]
-    kern.m = &m_of[0]
-    kern.l = &l_of[0]
-    kern.tau = &tau_of[0]
-    kern.cure = &cure_of[0]
-    kern.fee = &fee_of[0]
-    kern.topup_prob = &topup_of[0]
-    kern.seed_key = mix64(int(seed) & MASK64)
-    kern.path_offset = path_offset
-    kern.mode = options.mode
-    kern.close_factor = options.close_factor
-    kern.full_close_ltv = options.full_close_ltv
-    kern.min_liquidation = options.min_liquidation
-    kern.bridge = bridge
-    kern.bridge_variance = &variance_view[0, 0, 0]
-    kern.status = &status[0, 0]
-    kern.collateral = &collateral[0, 0]
-    kern.debt = &debt[0, 0]
-    kern.principal = &principal[0, 0]
-    kern.call_start = &call_start[0, 0]
-    kern.topup_due = &topup_due[0, 0]
-    kern.order = &order[0, 0]
-    kern.order_kind = &order_kind[0, 0]
-    kern.pending = &pending[0, 0]
-    kern.acted = &acted[0, 0]
-    kern.modified = &modified[0, 0]
-    kern.debt_step = &debt_step[0]
-    kern.guard = &guard[0, 0]
-    kern.had_call = &had_call[0, 0]
-    kern.had_liquidation = &had_liquidation[0, 0]
-    kern.loss = &loss[0, 0]
-    kern.touched = &touched[0]
-    kern.schedule_debt = &schedule_debt[0]
-    kern.schedule_step = &schedule_step[0]
-    kern.bound = &bound[0]
-    kern.near = &near[0]
-    kern.near_count = &near_count[0]
-    kern.crit = &crit[0, 0]
-    kern.trig = &trig[0]
-    kern.acc_money = &acc_money[0, 0, 0]
-    kern.acc_counts = &acc_counts[0, 0, 0]
-    kern.acc_sold = &acc_sold[0, 0, 0]
-    kern.acc_requested = &acc_requested[0, 0, 0]
-    kern.acc_unsold = &acc_unsold[0, 0, 0]
-    kern.acc_step_sold = &acc_step_sold[0, 0, 0, 0]
-    kern.acc_step_money = &acc_step_money[0, 0, 0, 0]
-    kern.loan_loss = &loan_loss[0]
-    kern.loan_calls = &loan_calls[0]
-    kern.loan_liquidated = &loan_liquidated[0]
-    kern.price = &price[0, 0]
-    kern.previous_price = &previous_price[0, 0]
-    kern.fill = &fill[0, 0]
-    kern.execution = &execution[0, 0]
-    kern.active = &active[0]
-    kern.low = &low[0]
-    kern.low_both = &low_both[0]
-    kern.opening = &opening[0, 0]
-    kern.inverse_opening = &inverse_opening[0, 0]
-    kern.low_open = &low_open[0]
-    kern.drop = &drop[0]
-    kern.reach = &reach[0]
+    for q in range(n_workers):
+        k = &ks[q]
+        k.n_loans = n_loans
+        k.n_assets = n_assets
+        k.n_steps = n_steps
+        k.n_paths = n_paths
+        k.n_step_rows = n_step_rows
+        k.n_chunks = n_chunks
+        k.record = record
+        k.asset = &asset_of[0]
+        k.collateral0 = &collateral_of[0]
+        k.debt0 = &debt_of[0]
+        k.growth = &growth_of[0]
+        k.m = &m_of[0]
+        k.l = &l_of[0]
+        k.tau = &tau_of[0]
+        k.cure = &cure_of[0]
+        k.fee = &fee_of[0]
+        k.topup_prob = &topup_of[0]
+        k.seed_key = mix64(int(seed) & MASK64)
+        k.path_offset = path_offset
+        k.mode = options.mode
+        k.close_factor = options.close_factor
+        k.full_close_ltv = options.full_close_ltv
+        k.min_liquidation = options.min_liquidation
+        k.bridge = bridge
+        k.bridge_variance = &variance_view[0, 0, 0]
+        k.bound = &bound[0]
+        k.status = &status[q, 0, 0]
+        k.collateral = &collateral[q, 0, 0]
+        k.debt = &debt[q, 0, 0]
+        k.principal = &principal[q, 0, 0]
+        k.call_start = &call_start[q, 0, 0]
+        k.topup_due = &topup_due[q, 0, 0]
+        k.order = &order[q, 0, 0]
+        k.order_kind = &order_kind[q, 0, 0]
+        k.pending = &pending[q, 0, 0]
+        k.acted = &acted[q, 0, 0]
+        k.modified = &modified[q, 0, 0]
+        k.guard = &guard[q, 0, 0]
+        k.had_call = &had_call[q, 0, 0]
+        k.had_liquidation = &had_liquidation[q, 0, 0]
+        k.loss = &loss[q, 0, 0]
+        k.debt_step = &debt_step[q, 0]
+        k.touched = &touched[q, 0]
+        k.schedule_debt = &schedule_debt[q, 0]
+        k.schedule_step = &schedule_step[q, 0]
+        k.trig = &trig[q, 0]
+        k.near = &near[q, 0]
+        k.near_count = &near_count[q, 0]
+        k.crit = &crit[q, 0]
+        k.acc_money = &acc_money[q, 0]
+        k.acc_counts = &acc_counts[q, 0]
+        k.acc_sold = &acc_sold[q, 0]
+        k.acc_requested = &acc_requested[q, 0]
+        k.acc_unsold = &acc_unsold[q, 0]
+        k.acc_step_sold = &acc_step_sold[q, 0]
+        k.acc_step_money = &acc_step_money[q, 0]
+        k.price = &price[q, 0]
+        k.previous_price = &previous_price[q, 0]
+        k.fill = &fill[q, 0]
+        k.execution = &execution[q, 0]
+        k.permanent = &permanent[q, 0]
+        k.transient = &transient[q, 0]
+        k.sold_in_step = &sold_in_step[q, 0]
+        k.worst_factor = &worst_factor[q, 0]
+        k.active = &active[q, 0]
+        k.rounds = &rounds[q, 0]
+        k.deepest = &deepest[q, 0]
+        k.low = &low[q, 0]
+        k.low_both = &low_both[q, 0]
+        k.opening = &opening[q, 0]
+        k.inverse_opening = &inverse_opening[q, 0]
+        k.low_open = &low_open[q, 0]
+        k.drop = &drop[q, 0]
+        k.reach = &reach[q, 0]
 
-    cdef const double* raw = &price_view[0, 0, 0]
-    cdef Py_ssize_t group_start, n_group, g, a, c, j, t, p, ag, chunk
-    cdef i64 round_number
-    cdef double factor, v, vmax, total
+    blk.n_groups = n_groups
+    blk.raw = &price_view[0, 0, 0]
+    blk.cap = &cap[0]
+    blk.depth = &depth[0]
+    blk.move = &move[0]
+    blk.sqrt_law = &sqrt_law[0]
+    blk.share = &share[0]
+    blk.decay = &decay[0]
+    blk.max_rounds = options.max_rounds
+    blk.path_money = &path_money[0, 0]
+    blk.path_counts = &path_counts[0, 0]
+    blk.path_sold = &path_sold[0, 0]
+    blk.path_rounds = &path_rounds[0]
+    blk.path_drawdown = &path_drawdown[0, 0]
+    blk.path_unsold = &path_unsold[0, 0]
+    blk.step_sold = &step_sold[0, 0, 0] if record else NULL
+    blk.step_loss = &step_loss[0, 0] if record else NULL
+    blk.step_fees = &step_fees[0, 0] if record else NULL
+    blk.step_open_debt = &step_open_debt[0, 0] if record else NULL
+    blk.step_collateral_value = &step_collateral_value[0, 0] if record else NULL
+    blk.step_impact = &step_impact[0, 0, 0] if record else NULL
+    blk.loan_loss = &loan_loss[0]
+    blk.loan_calls = &loan_calls[0]
+    blk.loan_liquidated = &loan_liquidated[0]
+    blk.logs = <Log*>&logs_bytes[0]
+    blk.finished = &finished[0]
+    blk.merged = 0
+    ltvsim_lock_init(&blk.lock)
     with nogil:
         # Every pristine loan's guard threshold at step T: its debt only grows (g >= 1),
         # so this bounds its threshold at every step.
         for chunk in prange(n_chunks, num_threads=n_slots, schedule="static"):
-            _bounds(k, chunk)
-        group_start = 0
-        while group_start < n_paths:
-            n_group = n_paths - group_start
-            if n_group > G:
-                n_group = G
-            kern.group_start = group_start
-            kern.n_group = n_group
-            memset(&touched[0], 0, n_loans * sizeof(i8))
-            for j in range(n_loans):
-                schedule_debt[j] = debt_of[j]
-            memset(&schedule_step[0], 0, n_loans * sizeof(i64))
-            memset(&acc_money[0, 0, 0], 0, n_chunks * N_MONEY * G * sizeof(double))
-            memset(&acc_counts[0, 0, 0], 0, n_chunks * N_COUNTS * G * sizeof(i64))
-            memset(&acc_sold[0, 0, 0], 0, n_chunks * n_assets * G * sizeof(double))
-            memset(&acc_unsold[0, 0, 0], 0, n_chunks * n_assets * G * sizeof(double))
-            if record:
-                memset(&acc_step_sold[0, 0, 0, 0], 0, n_chunks * n_step_rows * n_assets * G * sizeof(double))
-                memset(&acc_step_money[0, 0, 0, 0], 0, n_chunks * N_STEP_MONEY * n_step_rows * G * sizeof(double))
-            for a in range(n_assets):
-                for g in range(G):
-                    permanent[a, g] = 0.0
-                    transient[a, g] = 0.0
-                    previous_price[a, g] = 0.0
-                    worst_factor[a, g] = 1.0
-            for g in range(G):
-                deepest[g] = 0
-
-            for t in range(n_steps + 1):
-                kern.t = t
-                # The step's opening price: decay the transient impact, apply both.
-                for a in range(n_assets):
-                    if bridge and t >= 1:
-                        vmax = 0.0
-                        for g in range(n_group):
-                            v = variance_view[a, t, group_start + g]
-                            if v > vmax or v != v:
-                                vmax = v if v == v else INF
-                        reach[a] = exp(sqrt(BRIDGE_REACH * vmax)) * (1.0 + MARGIN)
-                    for g in range(n_group):
-                        if t >= 1:
-                            transient[a, g] = transient[a, g] * decay[a]
-                        price[a, g] = price_view[a, t, group_start + g] * exp(-(permanent[a, g] + transient[a, g]))
-                        sold_in_step[a, g] = 0.0
-                for g in range(n_group):
-                    active[g] = 1
-                    rounds[g] = 0
-                for a in range(n_assets):
-                    for g in range(n_group):
-                        opening[a, g] = price[a, g]
-                        inverse_opening[a, g] = 1.0 / price[a, g]
-                _lowest_prices(k, bridge and t >= 1)
-                for a in range(n_assets):
-                    low_open[a] = low[a]
-                # Sweep 1.
-                for chunk in prange(n_chunks, num_threads=n_slots, schedule="dynamic"):
-                    _sweep_one(k, chunk)
-                round_number = 1
-                while _clear(k, n_chunks, raw, &cap[0], &depth[0], &move[0], &sqrt_law[0], &share[0],
-                             &permanent[0, 0], &transient[0, 0], &sold_in_step[0, 0], &rounds[0]):
-                    round_number = round_number + 1
-                    kern.decide = round_number <= max_rounds
-                    _lowest_prices(k, False)
-                    for chunk in prange(n_chunks, num_threads=n_slots, schedule="dynamic"):
-                        _sweep_next(k, chunk)
-                for g in range(n_group):
-                    if rounds[g] > deepest[g]:
-                        deepest[g] = rounds[g]
-                    for a in range(n_assets):
-                        previous_price[a, g] = price[a, g]
-                        factor = exp(-(permanent[a, g] + transient[a, g]))
-                        if record:
-                            step_impact[t, a, group_start + g] = factor
-                        if factor < worst_factor[a, g]:
-                            worst_factor[a, g] = factor
-                if record:
-                    for chunk in prange(n_chunks, num_threads=n_slots, schedule="dynamic"):
-                        _record_exposure(k, chunk)
-
-            # After step T; then the chunks' sums, in chunk order.
-            for g in range(n_group):
-                active[g] = 1
-            _lowest_prices(k, False)  # of the final prices (price is previous_price now)
-            for chunk in prange(n_chunks, num_threads=n_slots, schedule="dynamic"):
-                _horizon(k, chunk)
-            for g in range(n_group):
-                p = group_start + g
-                for c in range(n_chunks):
-                    for j in range(N_MONEY):
-                        path_money[j, p] += acc_money[c, j, g]
-                    for j in range(N_COUNTS):
-                        path_counts[j, p] += acc_counts[c, j, g]
-                    for a in range(n_assets):
-                        path_sold[a, p] += acc_sold[c, a, g]
-                for a in range(n_assets):
-                    total = 0.0
-                    for c in range(n_chunks):
-                        total += acc_unsold[c, a, g]
-                    path_unsold[a, p] = total
-                    path_drawdown[a, p] = 1.0 - worst_factor[a, g]
-                path_rounds[p] = deepest[g]
-                if record:
-                    for c in range(n_chunks):
-                        for t in range(n_step_rows):
-                            step_loss[t, p] += acc_step_money[c, STEP_LOSS, t, g]
-                            step_fees[t, p] += acc_step_money[c, STEP_FEES, t, g]
-                            step_open_debt[t, p] += acc_step_money[c, STEP_OPEN_DEBT, t, g]
-                            step_collateral_value[t, p] += acc_step_money[c, STEP_COLLATERAL_VALUE, t, g]
-                            for a in range(n_assets):
-                                step_sold[t, a, p] += acc_step_sold[c, t, a, g]
-            group_start += G
+            _bounds(&ks[0], chunk)
+        for group in prange(n_groups, num_threads=n_workers, schedule="dynamic", chunksize=1):
+            _run_group(&ks[threadid()], &blk, group)
+    ltvsim_lock_destroy(&blk.lock)
+    for q in range(n_workers):
+        failed = failed or ks[q].failed
+        free(ks[q].log.entries)
+    if failed or blk.merged != n_groups:
+        raise MemoryError("the coupled kernel ran out of memory for its loan outputs")
