@@ -30,7 +30,8 @@ Why it is built this way:
   state rows are initialised and it is evaluated exactly from then on.
 * Touched loans keep a guard per path (``_path_guard``): above it nothing can happen
   there but the debt's accrual, so sweep 1 compares prices with guards and accrues the
-  debts lazily (``_advance``: the same multiplies, in the same order).
+  debts lazily (``_advance``: the same multiplies, in the same order). A loan's trigger
+  for later sweeps takes a quiet path's guard as its bound unless that could list it.
 * Sweeps k >= 2 visit a chunk's "near" list (loans with an order or within
   ``NEAR_SHARE`` of a trigger, in loan order) and pass over a listed loan while every
   path's price / opening price stays above its reach; the whole chunk is scanned only
@@ -458,9 +459,10 @@ cdef double _path_guard(const Kernel* k, Py_ssize_t i, Py_ssize_t idx) noexcept 
     """The guard of a touched loan's path (debts accrued through the current step): a
     price above which, at any later step, sweep 1 changes nothing there but the debt's
     accrual (open, no call, no order, LTV < m), and no later sweep of the step can
-    liquidate it (m <= l). A path on the shared schedule with at least the initial
-    collateral has the pristine bound (as in the core kernels); a partially sold one its
-    own guard threshold at step T. -inf: closed; +inf: always look."""
+    liquidate it (m <= l). A path on the shared schedule with the initial collateral
+    has the pristine bound (as in the core kernels); a partially sold or topped-up one
+    its own guard threshold at step T (a top-up's is far below the bound). -inf:
+    closed; +inf: always look."""
     cdef i64 s
     cdef double debt
     cdef double growth = k.growth[i]
@@ -469,7 +471,7 @@ cdef double _path_guard(const Kernel* k, Py_ssize_t i, Py_ssize_t idx) noexcept 
     if (k.status[idx] != OPEN or k.pending[idx] or k.call_start[idx] != NO_STEP
             or k.topup_due[idx] != NO_STEP):
         return INF
-    if not k.modified[idx] and k.collateral[idx] >= k.collateral0[i]:
+    if not k.modified[idx] and k.collateral[idx] == k.collateral0[i]:
         return k.bound[i]
     if not (growth >= 1.0):
         return INF
@@ -636,7 +638,7 @@ cdef double _visit_one(const Kernel* k, Py_ssize_t i, Accumulators* acc) noexcep
     cdef Py_ssize_t a = k.asset[i]
     cdef Py_ssize_t g, idx
     cdef i64 t = k.t
-    cdef double debt, previous, threshold, bound, price, guard
+    cdef double debt, previous, threshold, bound, price, guard, ratio
     cdef u64 mask
     cdef const double* prices
     cdef const double* inverse
@@ -646,6 +648,7 @@ cdef double _visit_one(const Kernel* k, Py_ssize_t i, Accumulators* acc) noexcep
     cdef bint crossings = k.bridge and t >= 1
     cdef i8 status
     cdef i8 event[G]
+    cdef double ratios[G]
     cdef i64 n_events = 0
     if not k.touched[i]:
         # The bound at step T first: one comparison for most loans.
@@ -678,6 +681,7 @@ cdef double _visit_one(const Kernel* k, Py_ssize_t i, Accumulators* acc) noexcep
             quiet = price > guard
         mask |= (<u64>(not quiet)) << g
         guard = guard * inverse[g]
+        ratios[g] = guard
         if guard > bound or guard != guard:
             bound = guard if guard == guard else INF
     if mask == 0:
@@ -725,7 +729,28 @@ cdef double _visit_one(const Kernel* k, Py_ssize_t i, Accumulators* acc) noexcep
                 k.acted[idx] = t + 1
                 acc.requested[a * G + g] += k.order[idx]
             k.guard[idx] = _path_guard(k, i, idx)
-    return _trigger(k, i, k.n_group)
+    # The trigger (``_trigger``'s bound): a quiet path's guard / opening price bounds its
+    # share (above its guard, ``_visit_next`` leaves it alone); exact where that bound
+    # could list the loan, and on the other paths.
+    bound = -INF
+    for g in range(k.n_group):
+        ratio = ratios[g]
+        if (mask >> g) & 1 or not (ratio < NEAR_SHARE):
+            idx = i * G + g
+            if k.status[idx] == OPEN and k.acted[idx] != t + 1:
+                guard = _pristine_threshold(k.debt[idx], k.collateral[idx], k.l[i]) * inverse[g]
+                if guard != guard:
+                    guard = INF
+                if not (mask >> g) & 1 and ratio < guard:
+                    guard = ratio
+                ratio = guard
+            elif k.pending[idx]:
+                return INF
+            else:
+                continue
+        if ratio > bound or ratio != ratio:
+            bound = ratio if ratio == ratio else INF
+    return bound * (1.0 + MARGIN)
 
 
 cdef double _visit_next(const Kernel* k, Py_ssize_t i, Accumulators* acc) noexcept nogil:
