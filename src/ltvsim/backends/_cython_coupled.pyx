@@ -57,6 +57,7 @@ from . import _coupled_args as _ca
 ctypedef unsigned long long u64
 ctypedef cnp.int64_t i64
 ctypedef cnp.int8_t i8
+ctypedef cnp.int32_t i32
 
 cdef extern from *:
     """
@@ -193,12 +194,12 @@ cdef struct Kernel:
     double* collateral
     double* debt
     double* principal
-    i64* call_start
-    i64* topup_due
+    i32* call_start         # steps fit in int32 (checked)
+    i32* topup_due
     double* order
     i8* order_kind
     i8* pending
-    i64* acted              # step + 1 at which the path last acted (an order or a top-up)
+    i32* acted              # step + 1 at which the path last acted (an order or a top-up)
     i8* modified            # partially sold: own debt, off the shared schedule
     i8* had_call
     i8* had_liquidation
@@ -1281,6 +1282,8 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
         return
     if n_assets > 64:
         raise ValueError("the coupled kernel takes at most 64 assets")
+    if n_steps >= 2**31 - 2:
+        raise ValueError("the coupled kernel takes fewer than 2**31 - 2 steps")
 
     # Options, per asset.
     cdef const double[::1] cap = np.ascontiguousarray(options.max_sell, dtype=np.float64)
@@ -1303,12 +1306,12 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef double[:, :, ::1] collateral = np.empty((w, n_loans, G))
     cdef double[:, :, ::1] debt = np.empty((w, n_loans, G))
     cdef double[:, :, ::1] principal = np.empty((w, n_loans, G))
-    cdef i64[:, :, ::1] call_start = np.empty((w, n_loans, G), dtype=np.int64)
-    cdef i64[:, :, ::1] topup_due = np.empty((w, n_loans, G), dtype=np.int64)
+    cdef i32[:, :, ::1] call_start = np.empty((w, n_loans, G), dtype=np.int32)
+    cdef i32[:, :, ::1] topup_due = np.empty((w, n_loans, G), dtype=np.int32)
     cdef double[:, :, ::1] order = np.empty((w, n_loans, G))
     cdef i8[:, :, ::1] order_kind = np.empty((w, n_loans, G), dtype=np.int8)
     cdef i8[:, :, ::1] pending = np.empty((w, n_loans, G), dtype=np.int8)
-    cdef i64[:, :, ::1] acted = np.empty((w, n_loans, G), dtype=np.int64)
+    cdef i32[:, :, ::1] acted = np.empty((w, n_loans, G), dtype=np.int32)
     cdef i8[:, :, ::1] modified = np.empty((w, n_loans, G), dtype=np.int8)
     cdef double[:, :, ::1] guard = np.empty((w, n_loans, G))
     cdef i8[:, :, ::1] had_call = np.empty((w, n_loans, G), dtype=np.int8)
