@@ -70,7 +70,7 @@ class Scratch(NamedTuple):
 
     path_state: np.ndarray  # float64 [slots, N_STATE_ROWS, width]
     pending: np.ndarray  # int64 [slots, width]: what pass C must do on each path (0: nothing)
-    marked: np.ndarray  # int64 [slots, width]: the paths with a non-zero code, in path order
+    marked: np.ndarray  # int64 [slots, N_CODES * width]: the marked paths, then one list per code
     had_call: np.ndarray  # int8 [slots, width]
     had_liquidation: np.ndarray  # int8 [slots, width]
     # Accumulators of one loan chunk, per path in the sorted order of the loans' asset
@@ -98,6 +98,9 @@ STATE_ROWS = {
 (STATUS, GUARD, CALL_START, TOPUP_DUE, COLLATERAL_NOW, DEBT_NOW, PRINCIPAL_NOW,
  LOSS_ON_PATH, LOSS_BY_PATH) = range(len(STATE_ROWS))
 N_STATE_ROWS = len(STATE_ROWS)
+#: Pass B's codes (0 and five kinds of event; see the compiled kernels): ``marked`` holds
+#: the marked paths and one list per code.
+N_CODES = 6
 
 
 def allocate_scratch(n_slots, n_paths, n_steps, n_assets, record_steps):
@@ -110,7 +113,7 @@ def allocate_scratch(n_slots, n_paths, n_steps, n_assets, record_steps):
     return Scratch(
         path_state=path_state,
         pending=np.zeros((n_slots, width), dtype=np.int64),
-        marked=np.zeros((n_slots, width), dtype=np.int64),
+        marked=np.zeros((n_slots, N_CODES * width), dtype=np.int64),
         had_call=np.zeros((n_slots, width), dtype=np.int8),
         had_liquidation=np.zeros((n_slots, width), dtype=np.int8),
         acc_money=np.zeros((n_slots, n_assets, _config.N_MONEY, width)),

@@ -3,17 +3,19 @@
 
 Same design and the same function names as ``_numba_kernel.py`` (read its header): loans
 outermost, paths innermost over prices laid out ``[asset, step, path]``; per loan and
-step a guard pass (A), a branch-free exact pass that applies market cures and marks
-events (B), and ``_settle_path_step`` on the marked paths only (C); near-trigger
-skipping over each block's paths sorted by their lowest price (``_path_order``), each
-loan on its active prefix only; fixed loan chunks in waves with per-asset accumulators
-and a serial chunk-order, asset-by-asset reduction back into block order, so results do
-not depend on the thread count, the path block or the layout. Built with ``-ffp-contract=off`` so that no multiply-add is fused: the two
+step a guard pass (A), a branch-free exact pass that codes each path's event (B), and
+(C) the marked paths listed per code, each list through a branch-free handler, the rest
+through ``_settle_path_step``; near-trigger skipping over each block's paths sorted by
+their lowest price (``_path_order``), each loan on its active prefix only; fixed loan
+chunks in waves with per-asset accumulators and a serial chunk-order, asset-by-asset
+reduction back into block order, so results do not depend on the thread count, the
+path block or the layout. Built with ``-ffp-contract=off`` so that no multiply-add is fused: the two
 compiled backends then agree to the last bit.
 """
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
+from libc.math cimport ceil
 cimport numpy as cnp
 
 from .. import _config as cfg
@@ -30,10 +32,14 @@ cdef enum:
     MODIFIED = 1
     CLOSED = 2
     NO_STEP = -1
-    # What pass C must do on a path.
-    EVENT = 1
+    # What pass C must do on a path (pass B's codes): the commonest events of an open
+    # path each have a code and a branch-free handler; GENERAL is _settle_path_step.
+    GENERAL = 1
     CURED = 2
     NEW_CALL = 3
+    TOPUP = 4
+    FULL_LIQUIDATION = 5
+    N_CODES = 6
     LOSS = 0
     FEES = 1
     INTEREST = 2
@@ -55,6 +61,7 @@ cdef enum:
 assert (LOSS, FEES, INTEREST, PRINCIPAL, RESIDUAL, PROCEEDS, DEBT_CLOSED, UNREALISED) == tuple(range(cfg.N_MONEY))
 assert (CALLS, LIQUIDATIONS, FULL_LIQUIDATIONS, TOPUPS) == (cfg.CALLS, cfg.LIQUIDATIONS, cfg.FULL_LIQUIDATIONS, cfg.TOPUPS)
 
+assert N_CODES == _args.N_CODES
 assert (OPEN, MODIFIED, CLOSED, NO_STEP) == (cfg.OPEN, cfg.MODIFIED, cfg.CLOSED, cfg.NO_STEP)
 assert (STEP_LOSS_ROW, STEP_FEES_ROW, STEP_OPEN_DEBT_ROW, STEP_COLLATERAL_VALUE_ROW) == (
     cfg.STEP_LOSS, cfg.STEP_FEES, cfg.STEP_OPEN_DEBT, cfg.STEP_COLLATERAL_VALUE)
@@ -76,6 +83,7 @@ cdef u64 GOLDEN = 0x9E3779B97F4A7C15ULL
 cdef u64 MIX1 = 0xBF58476D1CE4E5B9ULL
 cdef u64 MIX2 = 0x94D049BB133111EBULL
 cdef double TO_UNIT = 2.0 ** -53
+cdef double TWO_53 = 2.0 ** 53
 
 
 cdef struct LoanTerms:
@@ -91,6 +99,10 @@ cdef struct LoanTerms:
     double fee
     double topup_prob
     u64 loan_key
+    # ``_uniform(...) < topup_prob`` exactly when ``_draw_bits(...) < topup_cut``: the
+    # uniform is bits * 2**-53 (exact), so the test is bits < topup_prob * 2**53, and
+    # for an integer that is bits < ceil(topup_prob * 2**53) (exact for 0 <= p <= 1).
+    u64 topup_cut
 
 
 cdef struct PathScratch:
@@ -103,7 +115,7 @@ cdef struct PathScratch:
     double* call_start
     double* topup_due
     i64* pending
-    i64* marked             # indices of the paths pass B marked, in path order
+    i64* marked             # [N_CODES][width]: the marked paths, then one list per code
     double* collateral_now
     double* debt_now
     double* principal_now
@@ -140,6 +152,11 @@ cdef inline double _uniform(u64 loan_key, i64 path, i64 step) noexcept nogil:
     """Counter-based uniform in [0, 1) for (loan key, path, step); see ``ltvsim._rng``."""
     cdef u64 h = _mix64(_mix64(loan_key ^ <u64>path) ^ <u64>step)
     return <double>(h >> 11) * TO_UNIT
+
+
+cdef inline u64 _draw_bits(u64 loan_key, i64 path, i64 step) noexcept nogil:
+    """The 53 bits of ``_uniform``: ``_uniform(...) == _draw_bits(...) * 2**-53``."""
+    return _mix64(_mix64(loan_key ^ <u64>path) ^ <u64>step) >> 11
 
 
 cdef inline double _guard_threshold(double debt_t, double collateral, double call_collateral) noexcept nogil:
@@ -293,39 +310,43 @@ cdef i64 _count_near(const_double_ptr row, const_double_ptr guard, Py_ssize_t n_
 
 
 cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
-                      double debt_t, double m, double l, bint can_expire,
-                      double cure_steps, const_double_ptr status,
+                      double debt_t, double m, double l, double expire_after,
+                      i64 liquidation_code, const_double_ptr status,
                       const_double_ptr call_start, const_double_ptr topup_due,
                       i64* pending, const_double_ptr collateral_now,
                       i64* watched) noexcept nogil:
-    """Pass B: the exact LTV of every path; mark what rules 4-7 must do there.
+    """Pass B: the exact LTV of every path, and a code for what rules 4-7 do there.
 
-    ``pending`` becomes NEW_CALL for a new margin call on an open path (no top-up due,
-    below the liquidation LTV), EVENT for any other event (an expired cure period, a
-    top-up falling due, a liquidation, or a partially sold loan whose own debt
-    accrues), CURED for a call cured by the market, 0 otherwise. Returns how many paths are marked;
-    ``watched`` receives how many may still be in a call afterwards (events
-    included): while it is non-zero the next step skips pass A.
+    ``pending`` becomes, as ``_settle_path_step`` would decide on an open path: TOPUP (a
+    top-up falls due and the LTV is still at or above m), ``liquidation_code`` (the LTV
+    at or above l, or an expired cure period; FULL_LIQUIDATION in full mode), NEW_CALL
+    (rule 6's new call), CURED (back below m with a call in progress or a top-up due);
+    GENERAL on a partially sold path (its own debt accrues); 0 otherwise. The codes
+    exclude each other. Returns how many paths are marked; ``watched`` receives how
+    many may still be in a call afterwards (events included): while it is non-zero the
+    next step skips pass A.
     """
     cdef Py_ssize_t p
-    cdef double ltv, start, due
+    cdef double ltv, start
     # 64-bit integer truth values: the same lane width as the doubles, so gcc vectorises.
-    cdef i64 is_open, in_band, event, cured, new_call, n_marked = 0, n_watched = 0
-    cdef double expire_after = cure_steps if can_expire else INF
+    cdef i64 is_open, in_band, due_now, expired, topup, liquidate, new_call, cured, code
+    cdef i64 n_marked = 0, n_watched = 0
     for p in range(n_paths):
         ltv = debt_t / (collateral_now[p] * row[p])
         is_open = status[p] == OPEN
         in_band = ltv >= m
         start = call_start[p]
-        due = topup_due[p]
-        event = (status[p] == MODIFIED) | (is_open & (
-            (ltv >= l) | (due == step) | (in_band & ((start < 0.0) | (step - start >= expire_after)))))
-        cured = is_open & (not in_band) & (not event) & (start >= 0.0)
-        # The commonest event, rule 6's new call, as _settle_path_step decides it.
-        new_call = is_open & (due != step) & (ltv < l) & in_band & (start < 0.0)
-        pending[p] = NEW_CALL if new_call else (EVENT if event else (CURED if cured else 0))
-        n_marked += event | cured
-        n_watched += event | (is_open & (not cured) & (start >= 0.0))
+        due_now = topup_due[p] == step
+        expired = in_band & (start >= 0.0) & (step - start >= expire_after)
+        topup = is_open & due_now & in_band
+        liquidate = is_open & (not topup) & ((ltv >= l) | expired)
+        new_call = is_open & (not due_now) & (ltv < l) & in_band & (start < 0.0)
+        cured = is_open & (not in_band) & ((start >= 0.0) | due_now)
+        code = ((status[p] == MODIFIED) * GENERAL + topup * TOPUP + liquidate * liquidation_code
+                + new_call * NEW_CALL + cured * CURED)
+        pending[p] = code
+        n_marked += code != 0
+        n_watched += ((code != 0) & (code != CURED)) | (is_open & (not cured) & (start >= 0.0))
     watched[0] = n_watched
     return n_marked
 
@@ -339,6 +360,138 @@ cdef i64 _compact(const i64* pending, Py_ssize_t n_paths, i64* marked) noexcept 
         marked[n] = p
         n += pending[p] != 0
     return n
+
+
+cdef void _split(const i64* marked, Py_ssize_t n_marked, const i64* pending,
+                 Py_ssize_t width, i64* lists, i64* counts) noexcept nogil:
+    """The marked paths into one list per code (``lists[code * width:]``), each in path
+    order; ``counts[code]`` how many (branch-free)."""
+    cdef i64 n_general = 0, n_cured = 0, n_call = 0, n_topup = 0, n_full = 0, code
+    cdef Py_ssize_t k, q
+    cdef i64* general = lists + GENERAL * width
+    cdef i64* cured = lists + CURED * width
+    cdef i64* new_call = lists + NEW_CALL * width
+    cdef i64* topup = lists + TOPUP * width
+    cdef i64* full = lists + FULL_LIQUIDATION * width
+    for k in range(n_marked):
+        q = marked[k]
+        code = pending[q]
+        general[n_general] = q
+        cured[n_cured] = q
+        new_call[n_call] = q
+        topup[n_topup] = q
+        full[n_full] = q
+        n_general += code == GENERAL
+        n_cured += code == CURED
+        n_call += code == NEW_CALL
+        n_topup += code == TOPUP
+        n_full += code == FULL_LIQUIDATION
+    counts[GENERAL] = n_general
+    counts[CURED] = n_cured
+    counts[NEW_CALL] = n_call
+    counts[TOPUP] = n_topup
+    counts[FULL_LIQUIDATION] = n_full
+
+
+cdef void _new_calls(const i64* paths, i64 n, const LoanTerms* loan, i64 t,
+                     i64 path_offset, const i64* path_of, PathScratch* s) noexcept nogil:
+    """Rule 6 on open paths with no call (_settle_path_step's new-call branch and
+    _reset_guard: guard 0 while called). No call means no top-up due: topup_due is
+    NO_STEP and becomes t + 1 if the draw says so, without a branch (a branch on the
+    draw would wait for its hash): ``draw < topup_prob`` is the integer test
+    ``bits < topup_cut`` (see ``LoanTerms.topup_cut``)."""
+    cdef Py_ssize_t k, q
+    cdef double step = <double>t
+    cdef i64 drawn, topup_step = t + 1 - NO_STEP
+    cdef double_ptr call_start = s.call_start
+    cdef double_ptr guard = s.guard
+    cdef double_ptr topup_due = s.topup_due
+    cdef i64* calls = s.acc_counts + CALLS * s.width
+    cdef i8* had_call = s.had_call
+    cdef u64 loan_key = loan.loan_key
+    cdef u64 topup_cut = loan.topup_cut
+    for k in range(n):
+        q = paths[k]
+        call_start[q] = step
+        calls[q] += 1
+        had_call[q] = 1
+        guard[q] = 0.0
+        drawn = _draw_bits(loan_key, path_offset + path_of[q], t) < topup_cut
+        topup_due[q] = <double>(NO_STEP + drawn * topup_step)
+
+
+cdef void _cures(const i64* paths, i64 n, double collateral0, PathScratch* s) noexcept nogil:
+    """Back below the call level: the call in progress (and its top-up) is cured by the
+    market; the guard as _reset_guard sets it."""
+    cdef Py_ssize_t k, q
+    for k in range(n):
+        q = paths[k]
+        s.call_start[q] = NO_STEP
+        s.topup_due[q] = NO_STEP
+        s.guard[q] = 1.0 if s.collateral_now[q] >= collateral0 else 0.0
+
+
+cdef void _topups(const i64* paths, i64 n, const LoanTerms* loan, const double* row,
+                  double debt_t, PathScratch* s) noexcept nogil:
+    """Rule 4 on open paths still called when the top-up falls due: collateral raised to
+    the target LTV (_settle_path_step's top-up branch and _reset_guard)."""
+    cdef Py_ssize_t k, q
+    cdef double collateral
+    cdef i64* topups = s.acc_counts + TOPUPS * s.width
+    for k in range(n):
+        q = paths[k]
+        collateral = debt_t / (loan.tau * row[q])
+        s.topup_due[q] = NO_STEP
+        s.collateral_now[q] = collateral
+        s.call_start[q] = NO_STEP
+        topups[q] += 1
+        s.guard[q] = 0.0 if collateral < loan.collateral0 else 1.0
+
+
+cdef void _full_liquidations(const i64* paths, i64 n, const LoanTerms* loan, i64 t,
+                             const double* row, double debt_t, PathScratch* s) noexcept nogil:
+    """Rules 5 and 7 on open paths in full mode: _liquidate's waterfall (debt on the
+    shared schedule, principal the initial debt), without a branch per path."""
+    cdef Py_ssize_t k, q, w = s.width
+    cdef double principal = loan.debt0
+    cdef double interest = debt_t - principal
+    cdef double quantity, proceeds, fee_due, fee_paid, remaining, interest_paid
+    cdef double principal_paid, residual, loss
+    cdef double fee_due_all = loan.fee * debt_t
+    if interest < 0.0:
+        interest = 0.0
+    for k in range(n):
+        q = paths[k]
+        quantity = s.collateral_now[q]
+        proceeds = quantity * row[q]
+        fee_due = fee_due_all
+        fee_paid = proceeds if proceeds < fee_due else fee_due
+        remaining = proceeds - fee_paid
+        interest_paid = remaining if remaining < interest else interest
+        remaining = remaining - interest_paid
+        principal_paid = remaining if remaining < principal else principal
+        residual = remaining - principal_paid
+        loss = (interest - interest_paid) + (principal - principal_paid)
+        s.call_start[q] = NO_STEP
+        s.topup_due[q] = NO_STEP
+        s.had_liquidation[q] = 1
+        s.status[q] = CLOSED
+        s.guard[q] = INF
+        s.loss_on_path[q] = loss
+        s.acc_counts[LIQUIDATIONS * w + q] += 1
+        s.acc_counts[FULL_LIQUIDATIONS * w + q] += 1
+        s.acc_money[LOSS * w + q] += loss
+        s.acc_money[FEES * w + q] += fee_paid
+        s.acc_money[INTEREST * w + q] += interest_paid
+        s.acc_money[PRINCIPAL * w + q] += principal_paid
+        s.acc_money[RESIDUAL * w + q] += residual
+        s.acc_money[PROCEEDS * w + q] += proceeds
+        s.acc_money[DEBT_CLOSED * w + q] += interest + principal
+        s.acc_sold[loan.asset * w + q] += quantity
+        if s.record:
+            s.acc_step_sold[(t * s.n_assets + loan.asset) * w + q] += quantity
+            s.acc_step_loss[t * w + q] += loss
+            s.acc_step_fees[t * w + q] += fee_paid
 
 
 cdef void _record_exposure(const_double_ptr row, Py_ssize_t n_paths, double debt_t,
@@ -450,8 +603,11 @@ cdef Py_ssize_t _evaluate_loan(const LoanTerms* loan, const double* prices,
     cdef Py_ssize_t t, p, q, k, floor_group
     cdef i64* marked = s.marked
     cdef Py_ssize_t n_active = n_paths
-    cdef i64 n_pending, code, watched = 0
+    cdef i64 n_pending, watched = 0
     cdef bint near
+    cdef double expire_after = cure_steps if can_expire else INF
+    cdef i64 counts[N_CODES]
+    cdef i64 liquidation_code = GENERAL if partial else FULL_LIQUIDATION
     cdef i64 n_called, n_liquidated
     if skip and guard_usable and m <= 1.0 and not s.record:
         n_active = _active_paths(path_min + loan.asset * n_paths, n_paths, n_steps,
@@ -480,33 +636,29 @@ cdef Py_ssize_t _evaluate_loan(const LoanTerms* loan, const double* prices,
                 if not s.record:
                     for p in range(n_active):
                         collateral_now[p] = collateral0
-            # B. Exact LTV everywhere; events and market cures marked pending.
-            n_pending = _mark_events(row, n_active, <double>t, debt_t, m, l, can_expire,
-                                     cure_steps, status, call_start, topup_due, pending,
-                                     collateral_now, &watched)
-            # C. The spec's rules on the paths marked, in path order.
+            # B. Exact LTV everywhere; events and market cures coded in pending.
+            n_pending = _mark_events(row, n_active, <double>t, debt_t, m, l, expire_after,
+                                     liquidation_code, status, call_start, topup_due,
+                                     pending, collateral_now, &watched)
+            # C. The spec's rules on the paths marked. Paths of one loan never interact,
+            # so each code's paths go through their own handler, in path order.
             if n_pending > 0:
                 n_pending = _compact(pending, n_active, marked)
-            for k in range(n_pending):
-                q = marked[k]
-                code = pending[q]
-                if code == NEW_CALL:
-                    # Rule 6 on an open path with no call: _settle_path_step's
-                    # new-call branch and _reset_guard (guard 0 while called).
-                    call_start[q] = t
-                    s.acc_counts[CALLS * s.width + q] += 1
-                    s.had_call[q] = 1
-                    if _uniform(loan.loan_key, path_offset + path_of[q], t) < loan.topup_prob:
-                        topup_due[q] = t + 1
-                    guard[q] = 0.0
-                elif code == EVENT:
+                _split(marked, n_pending, pending, s.width, marked, counts)
+                if counts[NEW_CALL] > 0:
+                    _new_calls(marked + NEW_CALL * s.width, counts[NEW_CALL], loan, t,
+                               path_offset, path_of, s)
+                if counts[CURED] > 0:
+                    _cures(marked + CURED * s.width, counts[CURED], collateral0, s)
+                if counts[TOPUP] > 0:
+                    _topups(marked + TOPUP * s.width, counts[TOPUP], loan, row, debt_t, s)
+                if counts[FULL_LIQUIDATION] > 0:
+                    _full_liquidations(marked + FULL_LIQUIDATION * s.width,
+                                       counts[FULL_LIQUIDATION], loan, t, row, debt_t, s)
+                for k in range(counts[GENERAL]):
+                    q = marked[GENERAL * s.width + k]
                     _settle_path_step(loan, q, t, path_offset + path_of[q], row[q], debt_t,
                                       partial, s)
-                else:
-                    # Below the call level: the call in progress is cured by the market.
-                    call_start[q] = NO_STEP
-                    topup_due[q] = NO_STEP
-                    guard[q] = 1.0 if collateral_now[q] >= collateral0 else 0.0
         if s.record:
             # D. The book's exposure after the step: debt and collateral value still open.
             _record_exposure(row, n_paths, debt_t, status, debt_now, collateral_now,
@@ -582,6 +734,7 @@ cdef i64 _evaluate_chunk(Py_ssize_t chunk, const double* prices, const double* p
         loan.fee = fee_of[i]
         loan.topup_prob = topup_of[i]
         loan.loan_key = _mix64(seed_key ^ <u64>i)
+        loan.topup_cut = <u64>ceil(loan.topup_prob * TWO_53)
         s.acc_money = s.money_all + loan.asset * s.money_size
         s.acc_counts = s.counts_all + loan.asset * s.counts_size
         if s.record:

@@ -10,13 +10,16 @@ Design (the Cython kernel is the same, name for name):
      above which the spec's own LTV test provably says "below the call level"
      (``_guard_threshold``); a path in a call has guard 0 (always looked at), a closed
      one +inf (never). Usually nothing is near and the step ends here.
-  B. the exact LTV of every path, branch-free: market cures are applied in place and
-     every path with an event (a new call, an expiring call, a top-up due, a
-     liquidation, a partially sold loan) is marked ``pending``.
-  C. the pending paths, listed in path order without a branch per path (``_compact``):
-     ``_settle_path_step`` (the spec's rules 1-7 verbatim) on each, except that a new
-     call on an open path (the commonest event) and a market cure are applied inline.
-  A and B decide with the spec's expressions, so skipping never changes a bit.
+  B. the exact LTV of every path, branch-free, and a code for what the spec's rules do
+     there: a new call, a market cure, a top-up, a full liquidation, or anything else
+     (a partially sold loan; liquidations in partial mode) for ``_settle_path_step``
+     (the spec's rules 1-7 verbatim).
+  C. the marked paths, listed in path order and then per code without a branch per
+     path (``_compact``, ``_split``), and each list through its own branch-free
+     handler (``_new_calls``, ``_cures``, ``_topups``, ``_full_liquidations``): the same
+     expressions as ``_settle_path_step`` on those paths, without its mispredicted
+     branches. The paths of one loan never interact, so the order of the lists changes
+     nothing.
 * Near-trigger skipping: each block's paths are sorted per asset by their lowest price
   (``_path_order``, in Python), and a loan runs its passes only on the prefix of sorted
   paths whose lowest price reaches its highest guard threshold (``_active_paths``: a
@@ -43,13 +46,18 @@ _GOLDEN = _U(0x9E3779B97F4A7C15)
 _MIX1 = _U(0xBF58476D1CE4E5B9)
 _MIX2 = _U(0x94D049BB133111EB)
 _TO_UNIT = 2.0**-53
+_TWO_53 = 2.0**53
 
 _OPEN, _MODIFIED, _CLOSED, _NO_STEP = float(cfg.OPEN), float(cfg.MODIFIED), float(cfg.CLOSED), float(cfg.NO_STEP)
 _LOSS, _FEES, _INTEREST, _PRINCIPAL = cfg.LOSS, cfg.FEES, cfg.INTEREST, cfg.PRINCIPAL
 _RESIDUAL, _PROCEEDS, _DEBT_CLOSED, _UNREALISED = cfg.RESIDUAL, cfg.PROCEEDS, cfg.DEBT_CLOSED, cfg.UNREALISED
 _CALLS, _LIQUIDATIONS, _FULL, _TOPUPS = cfg.CALLS, cfg.LIQUIDATIONS, cfg.FULL_LIQUIDATIONS, cfg.TOPUPS
 _STATUS, _GUARD, _CALL_START, _TOPUP_DUE = _args.STATUS, _args.GUARD, _args.CALL_START, _args.TOPUP_DUE
-_EVENT, _CURED, _NEW_CALL = 1, 2, 3  # what pass C must do on a path
+# What pass C must do on a path (pass B's codes): the commonest events of an open path
+# each have a code and a branch-free handler; _GENERAL is _settle_path_step.
+_GENERAL, _CURED, _NEW_CALL, _TOPUP, _FULL_LIQUIDATION = 1, 2, 3, 4, 5
+_N_CODES = _args.N_CODES
+assert _N_CODES == 6
 _COLLATERAL_NOW, _DEBT_NOW, _PRINCIPAL_NOW, _LOSS_ON_PATH = _args.COLLATERAL_NOW, _args.DEBT_NOW, _args.PRINCIPAL_NOW, _args.LOSS_ON_PATH
 _LOSS_BY_PATH = _args.LOSS_BY_PATH
 _STEP_LOSS, _STEP_FEES = cfg.STEP_LOSS, cfg.STEP_FEES
@@ -71,6 +79,20 @@ def _mix64(x):
     z = (z ^ (z >> _U(30))) * _MIX1
     z = (z ^ (z >> _U(27))) * _MIX2
     return z ^ (z >> _U(31))
+
+
+@njit(inline="always", **_jit)
+def _draw_bits(loan_key, path, step):
+    """The 53 bits of ``_uniform``: ``_uniform(...) == _draw_bits(...) * 2**-53``."""
+    return _mix64(_mix64(loan_key ^ _U(path)) ^ _U(step)) >> _U(11)
+
+
+@njit(inline="always", **_jit)
+def _topup_cut(topup_prob):
+    """``_uniform(...) < topup_prob`` exactly when ``_draw_bits(...) < _topup_cut(...)``:
+    the uniform is bits * 2**-53 (exact), so the test is bits < topup_prob * 2**53, and
+    for an integer that is bits < ceil(topup_prob * 2**53) (exact for 0 <= p <= 1)."""
+    return _U(np.ceil(topup_prob * _TWO_53))
 
 
 @njit(inline="always", **_jit)
@@ -244,16 +266,18 @@ def _count_near(row, guard, n_paths, threshold):
 # Passes A and B stay functions of their own: inlined into the big loan loop, LLVM
 # (like gcc) no longer vectorises them.
 @njit(**_jit_no_nrt)
-def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, status, call_start,
-                 topup_due, pending, collateral_now):
-    """Pass B: the exact LTV of every path; mark what rules 4-7 must do there.
+def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, liquidation_code, status,
+                 call_start, topup_due, pending, collateral_now):
+    """Pass B: the exact LTV of every path, and a code for what rules 4-7 do there.
 
-    ``pending`` becomes _NEW_CALL for a new margin call on an open path (no top-up due,
-    below the liquidation LTV), _EVENT for any other event (an expired cure period, a
-    top-up falling due, a liquidation, or a partially sold loan whose own debt
-    accrues), _CURED for a call cured by the market, 0 otherwise. Returns how many paths are marked
-    and how many may still be in a call afterwards (events included): while that is
-    non-zero the next step skips pass A.
+    ``pending`` becomes, as ``_settle_path_step`` would decide on an open path: _TOPUP
+    (a top-up falls due and the LTV is still at or above m), ``liquidation_code`` (the
+    LTV at or above l, or an expired cure period; _FULL_LIQUIDATION in full mode),
+    _NEW_CALL (rule 6's new call), _CURED (back below m with a call in progress or a
+    top-up due); _GENERAL on a partially sold path (its own debt accrues); 0 otherwise.
+    The codes exclude each other. Returns how many paths are marked and how many may
+    still be in a call afterwards (events included): while that is non-zero the next
+    step skips pass A.
     """
     n_marked = 0
     n_watched = 0
@@ -262,16 +286,17 @@ def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, status, call_st
         is_open = status[p] == _OPEN
         in_band = ltv >= m
         start = call_start[p]
-        due = topup_due[p]
-        event = (status[p] == _MODIFIED) | (is_open & (
-            (ltv >= l) | (due == step)
-            | (in_band & ((start < 0.0) | (step - start >= expire_after)))))
-        cured = is_open & ~in_band & ~event & (start >= 0.0)
-        # The commonest event, rule 6's new call, as _settle_path_step decides it.
-        new_call = is_open & (due != step) & (ltv < l) & in_band & (start < 0.0)
-        pending[p] = _NEW_CALL if new_call else (_EVENT if event else (_CURED if cured else 0))
-        n_marked += event | cured
-        n_watched += event | (is_open & ~cured & (start >= 0.0))
+        due_now = topup_due[p] == step
+        expired = in_band & (start >= 0.0) & (step - start >= expire_after)
+        topup = is_open & due_now & in_band
+        liquidate = is_open & ~topup & ((ltv >= l) | expired)
+        new_call = is_open & ~due_now & (ltv < l) & in_band & (start < 0.0)
+        cured = is_open & ~in_band & ((start >= 0.0) | due_now)
+        code = ((status[p] == _MODIFIED) * _GENERAL + topup * _TOPUP
+                + liquidate * liquidation_code + new_call * _NEW_CALL + cured * _CURED)
+        pending[p] = code
+        n_marked += code != 0
+        n_watched += ((code != 0) & (code != _CURED)) | (is_open & ~cured & (start >= 0.0))
     return n_marked, n_watched
 
 
@@ -284,6 +309,119 @@ def _compact(pending, n_paths, marked):
         marked[n] = p
         n += pending[p] != 0
     return n
+
+
+@njit(**_jit_no_nrt)
+def _split(marked, n_marked, pending, width):
+    """The marked paths into one list per code (``marked[code * width:]``), each in path
+    order; returns how many of each, in code order (branch-free)."""
+    n_general = 0
+    n_cured = 0
+    n_call = 0
+    n_topup = 0
+    n_full = 0
+    for k in range(n_marked):
+        q = marked[k]
+        code = pending[q]
+        marked[_GENERAL * width + n_general] = q
+        marked[_CURED * width + n_cured] = q
+        marked[_NEW_CALL * width + n_call] = q
+        marked[_TOPUP * width + n_topup] = q
+        marked[_FULL_LIQUIDATION * width + n_full] = q
+        n_general += code == _GENERAL
+        n_cured += code == _CURED
+        n_call += code == _NEW_CALL
+        n_topup += code == _TOPUP
+        n_full += code == _FULL_LIQUIDATION
+    return n_general, n_cured, n_call, n_topup, n_full
+
+
+@njit(**_jit_no_nrt)
+def _new_calls(paths, n, loan_key, topup_cut, t, path_offset, path_of, call_start, guard,
+               topup_due, calls, had_call):
+    """Rule 6 on open paths with no call (_settle_path_step's new-call branch and
+    _reset_guard: guard 0 while called). No call means no top-up due: topup_due is
+    _NO_STEP and becomes t + 1 if the draw says so, without a branch (a branch on the
+    draw would wait for its hash): ``draw < topup_prob`` is ``bits < topup_cut``."""
+    step = np.float64(t)
+    topup_step = t + 1 - int(_NO_STEP)
+    for k in range(n):
+        q = paths[k]
+        call_start[q] = step
+        calls[q] += 1
+        had_call[q] = 1
+        guard[q] = 0.0
+        drawn = np.int64(_draw_bits(loan_key, path_offset + path_of[q], t) < topup_cut)
+        topup_due[q] = np.float64(int(_NO_STEP) + drawn * topup_step)
+
+
+@njit(**_jit_no_nrt)
+def _cures(paths, n, collateral0, call_start, topup_due, guard, collateral_now):
+    """Back below the call level: the call in progress (and its top-up) is cured by the
+    market; the guard as _reset_guard sets it."""
+    for k in range(n):
+        q = paths[k]
+        call_start[q] = _NO_STEP
+        topup_due[q] = _NO_STEP
+        guard[q] = 1.0 if collateral_now[q] >= collateral0 else 0.0
+
+
+@njit(**_jit_no_nrt)
+def _topups(paths, n, tau, collateral0, row, debt_t, topup_due, collateral_now, call_start,
+            topups, guard):
+    """Rule 4 on open paths still called when the top-up falls due: collateral raised to
+    the target LTV (_settle_path_step's top-up branch and _reset_guard)."""
+    for k in range(n):
+        q = paths[k]
+        collateral = debt_t / (tau * row[q])
+        topup_due[q] = _NO_STEP
+        collateral_now[q] = collateral
+        call_start[q] = _NO_STEP
+        topups[q] += 1
+        guard[q] = 0.0 if collateral < collateral0 else 1.0
+
+
+@njit(**_jit_no_nrt)
+def _full_liquidations(paths, n, debt0, fee, asset, t, row, debt_t, state, had_liquidation,
+                       acc_money, acc_counts, acc_sold, acc_step_sold, acc_step_money, record):
+    """Rules 5 and 7 on open paths in full mode: _liquidate's waterfall (debt on the
+    shared schedule, principal the initial debt), without a branch per path."""
+    principal = debt0
+    interest = debt_t - principal
+    if interest < 0.0:
+        interest = 0.0
+    fee_due = fee * debt_t
+    for k in range(n):
+        q = paths[k]
+        quantity = state[_COLLATERAL_NOW, q]
+        proceeds = quantity * row[q]
+        fee_paid = proceeds if proceeds < fee_due else fee_due
+        remaining = proceeds - fee_paid
+        interest_paid = remaining if remaining < interest else interest
+        remaining = remaining - interest_paid
+        principal_paid = remaining if remaining < principal else principal
+        residual = remaining - principal_paid
+        loss = (interest - interest_paid) + (principal - principal_paid)
+        state[_CALL_START, q] = _NO_STEP
+        state[_TOPUP_DUE, q] = _NO_STEP
+        had_liquidation[q] = 1
+        state[_STATUS, q] = _CLOSED
+        state[_GUARD, q] = np.inf
+        state[_LOSS_ON_PATH, q] = loss
+        acc_counts[_LIQUIDATIONS, q] += 1
+        acc_counts[_FULL, q] += 1
+        acc_money[_LOSS, q] += loss
+        acc_money[_FEES, q] += fee_paid
+        acc_money[_INTEREST, q] += interest_paid
+        acc_money[_PRINCIPAL, q] += principal_paid
+        acc_money[_RESIDUAL, q] += residual
+        acc_money[_PROCEEDS, q] += proceeds
+        acc_money[_DEBT_CLOSED, q] += interest + principal
+        acc_sold[asset, q] += quantity
+        if record:
+            acc_step_sold[t, asset, q] += quantity
+            acc_step_money[_STEP_LOSS, t, q] += loss
+            acc_step_money[_STEP_FEES, t, q] += fee_paid
 
 
 @njit(**_jit_no_nrt)
@@ -382,6 +520,9 @@ def _evaluate_loan(i, prices, price_floor, path_min, order, skip, asset, collate
     touched = False
     debt_t = debt0
     watched = 0
+    width = pending.shape[0]
+    liquidation_code = _GENERAL if partial else _FULL_LIQUIDATION
+    topup_cut = _topup_cut(topup_prob)
     for t in range(n_steps + 1):
         if t >= 1:
             debt_t = debt_t * growth
@@ -400,36 +541,37 @@ def _evaluate_loan(i, prices, price_floor, path_min, order, skip, asset, collate
                 if not record:
                     for p in range(n_active):
                         collateral_now[p] = collateral0
-            # B. Exact LTV everywhere; events and market cures marked pending.
+            # B. Exact LTV everywhere; events and market cures coded in pending.
             n_pending, watched = _mark_events(row, n_active, np.float64(t), debt_t, m, l,
-                                              expire_after, status, call_start, topup_due,
-                                              pending, collateral_now)
-            # C. The spec's rules on the paths marked, in path order.
+                                              expire_after, liquidation_code, status,
+                                              call_start, topup_due, pending, collateral_now)
+            # C. The spec's rules on the paths marked. Paths of one loan never interact,
+            # so each code's paths go through their own handler, in path order.
             if n_pending > 0:
                 n_pending = _compact(pending, n_active, marked)
-            for k in range(n_pending):
-                q = marked[k]
-                code = pending[q]
-                if code == _NEW_CALL:
-                    # Rule 6 on an open path with no call: _settle_path_step's
-                    # new-call branch and _reset_guard (guard 0 while called).
-                    call_start[q] = t
-                    acc_counts[_CALLS, q] += 1
-                    had_call[q] = 1
-                    if _uniform(loan_key, path_offset + path_of[q], t) < topup_prob:
-                        topup_due[q] = t + 1
-                    guard[q] = 0.0
-                elif code == _EVENT:
+                n_general, n_cured, n_call, n_topup, n_full = _split(marked, n_pending, pending, width)
+                if n_call > 0:
+                    _new_calls(marked[_NEW_CALL * width:], n_call, loan_key,
+                               topup_cut, t, path_offset, path_of, call_start, guard,
+                               topup_due, acc_counts[_CALLS], had_call)
+                if n_cured > 0:
+                    _cures(marked[_CURED * width:], n_cured, collateral0, call_start,
+                           topup_due, guard, collateral_now)
+                if n_topup > 0:
+                    _topups(marked[_TOPUP * width:], n_topup, tau, collateral0, row,
+                            debt_t, topup_due, collateral_now, call_start, acc_counts[_TOPUPS],
+                            guard)
+                if n_full > 0:
+                    _full_liquidations(marked[_FULL_LIQUIDATION * width:], n_full, debt0, fee, asset, t, row,
+                                       debt_t, state, had_liquidation, acc_money, acc_counts,
+                                       acc_sold, acc_step_sold, acc_step_money, record)
+                for k in range(n_general):
+                    q = marked[_GENERAL * width + k]
                     _settle_path_step(q, t, path_offset + path_of[q], row[q], debt_t, debt0,
                                       growth, collateral0, m, l, tau, cure, fee,
                                       topup_prob, loan_key, asset, partial, state,
                                       had_call, had_liquidation, acc_money, acc_counts,
                                       acc_sold, acc_step_sold, acc_step_money, record)
-                else:
-                    # Below the call level: the call in progress is cured by the market.
-                    call_start[q] = _NO_STEP
-                    topup_due[q] = _NO_STEP
-                    guard[q] = 1.0 if collateral_now[q] >= collateral0 else 0.0
         if record:
             # D. The book's exposure after the step: debt and collateral value still open.
             _record_exposure(row, n_paths, debt_t, status, debt_now, collateral_now,
