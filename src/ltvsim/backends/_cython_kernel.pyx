@@ -313,8 +313,7 @@ cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
                       double debt_t, double m, double l, double expire_after,
                       i64 liquidation_code, const_double_ptr status,
                       const_double_ptr call_start, const_double_ptr topup_due,
-                      i64* pending, const_double_ptr collateral_now,
-                      i64* watched) noexcept nogil:
+                      i64* pending, const_double_ptr collateral_now) noexcept nogil:
     """Pass B: the exact LTV of every path, and a code for what rules 4-7 do there.
 
     ``pending`` becomes, as ``_settle_path_step`` would decide on an open path: TOPUP (a
@@ -322,15 +321,13 @@ cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
     at or above l, or an expired cure period; FULL_LIQUIDATION in full mode), NEW_CALL
     (rule 6's new call), CURED (back below m with a call in progress or a top-up due);
     GENERAL on a partially sold path (its own debt accrues); 0 otherwise. The codes
-    exclude each other. Returns how many paths are marked; ``watched`` receives how
-    many may still be in a call afterwards (events included): while it is non-zero the
-    next step skips pass A.
+    exclude each other. Returns how many paths are marked.
     """
     cdef Py_ssize_t p
     cdef double ltv, start
     # 64-bit integer truth values: the same lane width as the doubles, so gcc vectorises.
     cdef i64 is_open, in_band, due_now, expired, topup, liquidate, new_call, cured, code
-    cdef i64 n_marked = 0, n_watched = 0
+    cdef i64 n_marked = 0
     for p in range(n_paths):
         ltv = debt_t / (collateral_now[p] * row[p])
         is_open = status[p] == OPEN
@@ -346,8 +343,6 @@ cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
                 + new_call * NEW_CALL + cured * CURED)
         pending[p] = code
         n_marked += code != 0
-        n_watched += ((code != 0) & (code != CURED)) | (is_open & (not cured) & (start >= 0.0))
-    watched[0] = n_watched
     return n_marked
 
 
@@ -603,7 +598,7 @@ cdef Py_ssize_t _evaluate_loan(const LoanTerms* loan, const double* prices,
     cdef Py_ssize_t t, p, q, k, floor_group
     cdef i64* marked = s.marked
     cdef Py_ssize_t n_active = n_paths
-    cdef i64 n_pending, watched = 0
+    cdef i64 n_pending
     cdef bint near
     cdef double expire_after = cure_steps if can_expire else INF
     cdef i64 counts[N_CODES]
@@ -622,14 +617,13 @@ cdef Py_ssize_t _evaluate_loan(const LoanTerms* loan, const double* prices,
         if t >= 1:
             debt_t = debt_t * loan.growth
         row = prices + (loan.asset * (n_steps + 1) + t) * n_paths
-        near = watched != 0
-        if not near:
-            # A. Is any path near its call level (or closed with an infinite threshold)?
-            threshold = _guard_threshold(debt_t, collateral0, call_collateral) if guard_usable else INF
-            if touched:
-                near = _count_near(row, guard, n_active, threshold) != 0
-            else:
-                near = price_floor[(loan.asset * (n_steps + 1) + t) * n_groups + floor_group] <= threshold
+        # A. Is any path near its call level (a path in a call, or partially sold, has
+        # guard 0 and always is; a closed one only with an infinite threshold)?
+        threshold = _guard_threshold(debt_t, collateral0, call_collateral) if guard_usable else INF
+        if touched:
+            near = _count_near(row, guard, n_active, threshold) != 0
+        else:
+            near = price_floor[(loan.asset * (n_steps + 1) + t) * n_groups + floor_group] <= threshold
         if near:
             if not touched:
                 touched = True
@@ -639,7 +633,7 @@ cdef Py_ssize_t _evaluate_loan(const LoanTerms* loan, const double* prices,
             # B. Exact LTV everywhere; events and market cures coded in pending.
             n_pending = _mark_events(row, n_active, <double>t, debt_t, m, l, expire_after,
                                      liquidation_code, status, call_start, topup_due,
-                                     pending, collateral_now, &watched)
+                                     pending, collateral_now)
             # C. The spec's rules on the paths marked. Paths of one loan never interact,
             # so each code's paths go through their own handler, in path order.
             if n_pending > 0:

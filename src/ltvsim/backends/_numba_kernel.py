@@ -275,12 +275,9 @@ def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, liquidation_cod
     LTV at or above l, or an expired cure period; _FULL_LIQUIDATION in full mode),
     _NEW_CALL (rule 6's new call), _CURED (back below m with a call in progress or a
     top-up due); _GENERAL on a partially sold path (its own debt accrues); 0 otherwise.
-    The codes exclude each other. Returns how many paths are marked and how many may
-    still be in a call afterwards (events included): while that is non-zero the next
-    step skips pass A.
+    The codes exclude each other. Returns how many paths are marked.
     """
     n_marked = 0
-    n_watched = 0
     for p in range(n_paths):
         ltv = debt_t / (collateral_now[p] * row[p])
         is_open = status[p] == _OPEN
@@ -296,8 +293,7 @@ def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, liquidation_cod
                 + liquidate * liquidation_code + new_call * _NEW_CALL + cured * _CURED)
         pending[p] = code
         n_marked += code != 0
-        n_watched += ((code != 0) & (code != _CURED)) | (is_open & ~cured & (start >= 0.0))
-    return n_marked, n_watched
+    return n_marked
 
 
 @njit(**_jit_no_nrt)
@@ -519,7 +515,6 @@ def _evaluate_loan(i, prices, price_floor, path_min, order, skip, asset, collate
             collateral_now[p] = collateral0
     touched = False
     debt_t = debt0
-    watched = 0
     width = pending.shape[0]
     liquidation_code = _GENERAL if partial else _FULL_LIQUIDATION
     topup_cut = _topup_cut(topup_prob)
@@ -527,14 +522,13 @@ def _evaluate_loan(i, prices, price_floor, path_min, order, skip, asset, collate
         if t >= 1:
             debt_t = debt_t * growth
         row = prices[asset, t]
-        near = watched != 0
-        if not near:
-            # A. Is any path near its call level (or closed with an infinite threshold)?
-            threshold = _guard_threshold(debt_t, collateral0, call_collateral) if guard_usable else np.inf
-            if touched:
-                near = _count_near(row, guard, n_active, threshold) != 0
-            else:
-                near = price_floor[asset, t, floor_group] <= threshold
+        # A. Is any path near its call level (a path in a call, or partially sold, has
+        # guard 0 and always is; a closed one only with an infinite threshold)?
+        threshold = _guard_threshold(debt_t, collateral0, call_collateral) if guard_usable else np.inf
+        if touched:
+            near = _count_near(row, guard, n_active, threshold) != 0
+        else:
+            near = price_floor[asset, t, floor_group] <= threshold
         if near:
             if not touched:
                 touched = True
@@ -542,7 +536,7 @@ def _evaluate_loan(i, prices, price_floor, path_min, order, skip, asset, collate
                     for p in range(n_active):
                         collateral_now[p] = collateral0
             # B. Exact LTV everywhere; events and market cures coded in pending.
-            n_pending, watched = _mark_events(row, n_active, np.float64(t), debt_t, m, l,
+            n_pending = _mark_events(row, n_active, np.float64(t), debt_t, m, l,
                                               expire_after, liquidation_code, status,
                                               call_start, topup_due, pending, collateral_now)
             # C. The spec's rules on the paths marked. Paths of one loan never interact,
