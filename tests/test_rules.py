@@ -203,6 +203,23 @@ def test_topup_draw_is_the_counter_based_uniform(backend, call_step, seed):
     assert 0 < sum(expected) < 2 * n_paths  # the draws are not all alike
 
 
+@pytest.mark.parametrize("seed", [0, 2**64 - 1])
+def test_topup_draw_at_the_probability_itself(backend, seed):
+    # The compiled kernels test u < pi as an integer comparison of the draw's 53 bits
+    # with ceil(pi * 2**53): at pi == u exactly there is no top-up, one ulp above there
+    # is, and pi = 1 always tops up. Each path's own draw is the boundary.
+    n_paths = 9
+    prices = paths_of([[100.0, 70.0, 70.0] for _ in range(n_paths)])
+    draws = [ltvsim._rng.uniform(seed, 0, p, 1) for p in range(n_paths)]
+    for pi, expected in ((draws, 0), (np.nextafter(draws, 1.0), 1)):
+        for p in range(n_paths):
+            book = book_of(dict(topup_prob=float(pi[p]), cure_steps=0))
+            r = run(book, prices, backend, seed=seed)
+            assert r.path_topups[p] == expected, (p, pi[p])
+    r = run(book_of(dict(topup_prob=1.0, cure_steps=0)), prices, backend, seed=seed)
+    assert r.path_topups.tolist() == [1] * n_paths
+
+
 # ----------------------------------------------------------------------------- liquidation
 def test_jump_over_liquidation_ltv_liquidates_at_once(backend):
     # Step 1: S = 40, LTV 1.25 >= 0.8 with no call first. f = 5%: proceeds 40,
