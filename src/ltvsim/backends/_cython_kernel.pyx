@@ -319,31 +319,32 @@ cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
     ``pending`` becomes, as ``_settle_path_step`` would decide on an open path: TOPUP (a
     top-up falls due and the LTV is still at or above m), ``liquidation_code`` (the LTV
     at or above l, or an expired cure period; FULL_LIQUIDATION in full mode), NEW_CALL
-    (rule 6's new call), CURED (back below m with a call in progress or a top-up due);
-    GENERAL on a partially sold path (its own debt accrues); 0 otherwise. The codes
-    exclude each other. Returns how many paths are marked.
+    (rule 6's new call), CURED (back below m with a call in progress); GENERAL on a
+    partially sold path (its own debt accrues); 0 otherwise, and on a closed path.
+    A top-up is only ever due during a call (rules 4-6 set and clear the two together),
+    so "due now" implies "called". Returns non-zero if any path is marked.
     """
     cdef Py_ssize_t p
     cdef double ltv, start
     # 64-bit integer truth values: the same lane width as the doubles, so gcc vectorises.
-    cdef i64 is_open, in_band, due_now, expired, topup, liquidate, new_call, cured, code
-    cdef i64 n_marked = 0
+    # The four codes of an open path exclude each other, in _settle_path_step's order.
+    cdef i64 called, in_band, due_now, above_l, expired, code, any_marked = 0
     for p in range(n_paths):
         ltv = debt_t / (collateral_now[p] * row[p])
-        is_open = status[p] == OPEN
-        in_band = ltv >= m
         start = call_start[p]
+        called = start >= 0.0
+        in_band = ltv >= m
+        above_l = ltv >= l
         due_now = topup_due[p] == step
-        expired = in_band & (start >= 0.0) & (step - start >= expire_after)
-        topup = is_open & due_now & in_band
-        liquidate = is_open & (not topup) & ((ltv >= l) | expired)
-        new_call = is_open & (not due_now) & (ltv < l) & in_band & (start < 0.0)
-        cured = is_open & (not in_band) & ((start >= 0.0) | due_now)
-        code = ((status[p] == MODIFIED) * GENERAL + topup * TOPUP + liquidate * liquidation_code
-                + new_call * NEW_CALL + cured * CURED)
+        expired = called & (step - start >= expire_after)
+        code = ((in_band & due_now) * TOPUP
+                + (in_band & (not due_now) & (above_l | expired)) * liquidation_code
+                + (in_band & (not called) & (not above_l)) * NEW_CALL
+                + ((not in_band) & called) * CURED)
+        code = (status[p] == OPEN) * code + (status[p] == MODIFIED) * GENERAL
         pending[p] = code
-        n_marked += code != 0
-    return n_marked
+        any_marked |= code
+    return any_marked
 
 
 cdef i64 _compact(const i64* pending, Py_ssize_t n_paths, i64* marked) noexcept nogil:
@@ -636,7 +637,7 @@ cdef Py_ssize_t _evaluate_loan(const LoanTerms* loan, const double* prices,
                                      pending, collateral_now)
             # C. The spec's rules on the paths marked. Paths of one loan never interact,
             # so each code's paths go through their own handler, in path order.
-            if n_pending > 0:
+            if n_pending != 0:
                 n_pending = _compact(pending, n_active, marked)
                 _split(marked, n_pending, pending, s.width, marked, counts)
                 if counts[NEW_CALL] > 0:

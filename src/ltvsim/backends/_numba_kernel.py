@@ -273,27 +273,30 @@ def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, liquidation_cod
     ``pending`` becomes, as ``_settle_path_step`` would decide on an open path: _TOPUP
     (a top-up falls due and the LTV is still at or above m), ``liquidation_code`` (the
     LTV at or above l, or an expired cure period; _FULL_LIQUIDATION in full mode),
-    _NEW_CALL (rule 6's new call), _CURED (back below m with a call in progress or a
-    top-up due); _GENERAL on a partially sold path (its own debt accrues); 0 otherwise.
-    The codes exclude each other. Returns how many paths are marked.
+    _NEW_CALL (rule 6's new call), _CURED (back below m with a call in progress);
+    _GENERAL on a partially sold path (its own debt accrues); 0 otherwise, and on a
+    closed path. A top-up is only ever due during a call (rules 4-6 set and clear the
+    two together), so "due now" implies "called". Returns non-zero if any path is
+    marked.
     """
-    n_marked = 0
+    any_marked = 0
     for p in range(n_paths):
         ltv = debt_t / (collateral_now[p] * row[p])
-        is_open = status[p] == _OPEN
-        in_band = ltv >= m
         start = call_start[p]
+        called = start >= 0.0
+        in_band = ltv >= m
+        above_l = ltv >= l
         due_now = topup_due[p] == step
-        expired = in_band & (start >= 0.0) & (step - start >= expire_after)
-        topup = is_open & due_now & in_band
-        liquidate = is_open & ~topup & ((ltv >= l) | expired)
-        new_call = is_open & ~due_now & (ltv < l) & in_band & (start < 0.0)
-        cured = is_open & ~in_band & ((start >= 0.0) | due_now)
-        code = ((status[p] == _MODIFIED) * _GENERAL + topup * _TOPUP
-                + liquidate * liquidation_code + new_call * _NEW_CALL + cured * _CURED)
+        expired = called & (step - start >= expire_after)
+        # The four codes of an open path exclude each other, in _settle_path_step's order.
+        code = ((in_band & due_now) * _TOPUP
+                + (in_band & ~due_now & (above_l | expired)) * liquidation_code
+                + (in_band & ~called & ~above_l) * _NEW_CALL
+                + (~in_band & called) * _CURED)
+        code = (status[p] == _OPEN) * code + (status[p] == _MODIFIED) * _GENERAL
         pending[p] = code
-        n_marked += code != 0
-    return n_marked
+        any_marked |= code
+    return any_marked
 
 
 @njit(**_jit_no_nrt)
@@ -541,7 +544,7 @@ def _evaluate_loan(i, prices, price_floor, path_min, order, skip, asset, collate
                                               call_start, topup_due, pending, collateral_now)
             # C. The spec's rules on the paths marked. Paths of one loan never interact,
             # so each code's paths go through their own handler, in path order.
-            if n_pending > 0:
+            if n_pending != 0:
                 n_pending = _compact(pending, n_active, marked)
                 n_general, n_cured, n_call, n_topup, n_full = _split(marked, n_pending, pending, width)
                 if n_call > 0:
