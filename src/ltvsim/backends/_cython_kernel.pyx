@@ -40,6 +40,8 @@ cdef enum:
     TOPUP = 4
     FULL_LIQUIDATION = 5
     N_CODES = 6
+    CODE_BITS = 7           # the codes fit in these bits of pass B's return value ...
+    WATCHED = 8             # ... and this one says that a path was in a call
     LOSS = 0
     FEES = 1
     INTEREST = 2
@@ -62,6 +64,7 @@ assert (LOSS, FEES, INTEREST, PRINCIPAL, RESIDUAL, PROCEEDS, DEBT_CLOSED, UNREAL
 assert (CALLS, LIQUIDATIONS, FULL_LIQUIDATIONS, TOPUPS) == (cfg.CALLS, cfg.LIQUIDATIONS, cfg.FULL_LIQUIDATIONS, cfg.TOPUPS)
 
 assert N_CODES == _args.N_CODES
+assert N_CODES - 1 <= CODE_BITS < WATCHED
 assert (OPEN, MODIFIED, CLOSED, NO_STEP) == (cfg.OPEN, cfg.MODIFIED, cfg.CLOSED, cfg.NO_STEP)
 assert (STEP_LOSS_ROW, STEP_FEES_ROW, STEP_OPEN_DEBT_ROW, STEP_COLLATERAL_VALUE_ROW) == (
     cfg.STEP_LOSS, cfg.STEP_FEES, cfg.STEP_OPEN_DEBT, cfg.STEP_COLLATERAL_VALUE)
@@ -322,7 +325,9 @@ cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
     (rule 6's new call), CURED (back below m with a call in progress); GENERAL on a
     partially sold path (its own debt accrues); 0 otherwise, and on a closed path.
     A top-up is only ever due during a call (rules 4-6 set and clear the two together),
-    so "due now" implies "called". Returns non-zero if any path is marked.
+    so "due now" implies "called". Returns the codes OR-ed together (non-zero if any
+    path is marked), plus WATCHED if any path was in a call: then the next step skips
+    pass A (a shortcut only: pass B on every path is always exact).
     """
     cdef Py_ssize_t p
     cdef double ltv, start
@@ -343,7 +348,7 @@ cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
                 + ((not in_band) & called) * CURED)
         code = (status[p] == OPEN) * code + (status[p] == MODIFIED) * GENERAL
         pending[p] = code
-        any_marked |= code
+        any_marked |= code | (called * WATCHED)
     return any_marked
 
 
@@ -599,7 +604,8 @@ cdef Py_ssize_t _evaluate_loan(const LoanTerms* loan, const double* prices,
     cdef Py_ssize_t t, p, q, k, floor_group
     cdef i64* marked = s.marked
     cdef Py_ssize_t n_active = n_paths
-    cdef i64 n_pending
+    cdef i64 n_pending, flags
+    cdef bint watched = False
     cdef bint near
     cdef double expire_after = cure_steps if can_expire else INF
     cdef i64 counts[N_CODES]
@@ -619,12 +625,15 @@ cdef Py_ssize_t _evaluate_loan(const LoanTerms* loan, const double* prices,
             debt_t = debt_t * loan.growth
         row = prices + (loan.asset * (n_steps + 1) + t) * n_paths
         # A. Is any path near its call level (a path in a call, or partially sold, has
-        # guard 0 and always is; a closed one only with an infinite threshold)?
-        threshold = _guard_threshold(debt_t, collateral0, call_collateral) if guard_usable else INF
-        if touched:
-            near = _count_near(row, guard, n_active, threshold) != 0
-        else:
-            near = price_floor[(loan.asset * (n_steps + 1) + t) * n_groups + floor_group] <= threshold
+        # guard 0 and always is; a closed one only with an infinite threshold)? Skipped
+        # after a step with a path in a call or an event: pass B runs anyway.
+        near = watched
+        if not near:
+            threshold = _guard_threshold(debt_t, collateral0, call_collateral) if guard_usable else INF
+            if touched:
+                near = _count_near(row, guard, n_active, threshold) != 0
+            else:
+                near = price_floor[(loan.asset * (n_steps + 1) + t) * n_groups + floor_group] <= threshold
         if near:
             if not touched:
                 touched = True
@@ -632,12 +641,13 @@ cdef Py_ssize_t _evaluate_loan(const LoanTerms* loan, const double* prices,
                     for p in range(n_active):
                         collateral_now[p] = collateral0
             # B. Exact LTV everywhere; events and market cures coded in pending.
-            n_pending = _mark_events(row, n_active, <double>t, debt_t, m, l, expire_after,
-                                     liquidation_code, status, call_start, topup_due,
-                                     pending, collateral_now)
+            flags = _mark_events(row, n_active, <double>t, debt_t, m, l, expire_after,
+                                 liquidation_code, status, call_start, topup_due, pending,
+                                 collateral_now)
+            watched = flags != 0
             # C. The spec's rules on the paths marked. Paths of one loan never interact,
             # so each code's paths go through their own handler, in path order.
-            if n_pending != 0:
+            if flags & CODE_BITS:
                 n_pending = _compact(pending, n_active, marked)
                 _split(marked, n_pending, pending, s.width, marked, counts)
                 if counts[NEW_CALL] > 0:

@@ -58,6 +58,7 @@ _STATUS, _GUARD, _CALL_START, _TOPUP_DUE = _args.STATUS, _args.GUARD, _args.CALL
 _GENERAL, _CURED, _NEW_CALL, _TOPUP, _FULL_LIQUIDATION = 1, 2, 3, 4, 5
 _N_CODES = _args.N_CODES
 assert _N_CODES == 6
+_CODE_BITS, _WATCHED = 7, 8  # pass B's return value: the codes OR-ed, and a path in a call
 _COLLATERAL_NOW, _DEBT_NOW, _PRINCIPAL_NOW, _LOSS_ON_PATH = _args.COLLATERAL_NOW, _args.DEBT_NOW, _args.PRINCIPAL_NOW, _args.LOSS_ON_PATH
 _LOSS_BY_PATH = _args.LOSS_BY_PATH
 _STEP_LOSS, _STEP_FEES = cfg.STEP_LOSS, cfg.STEP_FEES
@@ -276,8 +277,9 @@ def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, liquidation_cod
     _NEW_CALL (rule 6's new call), _CURED (back below m with a call in progress);
     _GENERAL on a partially sold path (its own debt accrues); 0 otherwise, and on a
     closed path. A top-up is only ever due during a call (rules 4-6 set and clear the
-    two together), so "due now" implies "called". Returns non-zero if any path is
-    marked.
+    two together), so "due now" implies "called". Returns the codes OR-ed together
+    (non-zero if any path is marked), plus _WATCHED if any path was in a call: then the
+    next step skips pass A (a shortcut only: pass B on every path is always exact).
     """
     any_marked = 0
     for p in range(n_paths):
@@ -295,7 +297,7 @@ def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, liquidation_cod
                 + (~in_band & called) * _CURED)
         code = (status[p] == _OPEN) * code + (status[p] == _MODIFIED) * _GENERAL
         pending[p] = code
-        any_marked |= code
+        any_marked |= code | (called * _WATCHED)
     return any_marked
 
 
@@ -519,6 +521,7 @@ def _evaluate_loan(i, prices, price_floor, path_min, order, skip, asset, collate
     touched = False
     debt_t = debt0
     width = pending.shape[0]
+    watched = False
     liquidation_code = _GENERAL if partial else _FULL_LIQUIDATION
     topup_cut = _topup_cut(topup_prob)
     for t in range(n_steps + 1):
@@ -526,12 +529,15 @@ def _evaluate_loan(i, prices, price_floor, path_min, order, skip, asset, collate
             debt_t = debt_t * growth
         row = prices[asset, t]
         # A. Is any path near its call level (a path in a call, or partially sold, has
-        # guard 0 and always is; a closed one only with an infinite threshold)?
-        threshold = _guard_threshold(debt_t, collateral0, call_collateral) if guard_usable else np.inf
-        if touched:
-            near = _count_near(row, guard, n_active, threshold) != 0
-        else:
-            near = price_floor[asset, t, floor_group] <= threshold
+        # guard 0 and always is; a closed one only with an infinite threshold)? Skipped
+        # after a step with a path in a call or an event: pass B runs anyway.
+        near = watched
+        if not near:
+            threshold = _guard_threshold(debt_t, collateral0, call_collateral) if guard_usable else np.inf
+            if touched:
+                near = _count_near(row, guard, n_active, threshold) != 0
+            else:
+                near = price_floor[asset, t, floor_group] <= threshold
         if near:
             if not touched:
                 touched = True
@@ -539,12 +545,13 @@ def _evaluate_loan(i, prices, price_floor, path_min, order, skip, asset, collate
                     for p in range(n_active):
                         collateral_now[p] = collateral0
             # B. Exact LTV everywhere; events and market cures coded in pending.
-            n_pending = _mark_events(row, n_active, np.float64(t), debt_t, m, l,
-                                              expire_after, liquidation_code, status,
-                                              call_start, topup_due, pending, collateral_now)
+            flags = _mark_events(row, n_active, np.float64(t), debt_t, m, l, expire_after,
+                                 liquidation_code, status, call_start, topup_due, pending,
+                                 collateral_now)
             # C. The spec's rules on the paths marked. Paths of one loan never interact,
             # so each code's paths go through their own handler, in path order.
-            if n_pending != 0:
+            watched = flags != 0
+            if flags & _CODE_BITS:
                 n_pending = _compact(pending, n_active, marked)
                 n_general, n_cured, n_call, n_topup, n_full = _split(marked, n_pending, pending, width)
                 if n_call > 0:
