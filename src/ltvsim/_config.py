@@ -27,6 +27,12 @@ ACTIVE_PATH_GROUP = 8
 #: at the end of a wave behind one slow chunk.
 SLOTS_PER_THREAD = 4
 
+#: Scratch the compiled kernels may spend on slots beyond ``SLOTS_PER_THREAD`` per
+#: thread: while slots are small (few paths per block) a wave takes as many chunks as
+#: fit, up to all of them, so threads wait at fewer ends of waves. Results do not
+#: depend on it; memory stays bounded by it, whatever the number of loans.
+SLOT_SCRATCH_BYTES = 16 << 20
+
 #: Relative margin of the conservative "nothing can happen" price test. A pristine loan
 #: whose price is above ``debt / (collateral * margin_call_ltv) * (1 + GUARD_MARGIN)``
 #: provably has LTV < margin_call_ltv in floating point (the rounding error of that

@@ -103,6 +103,19 @@ N_STATE_ROWS = len(STATE_ROWS)
 N_CODES = 6
 
 
+def slot_count(n_loans, n_workers, n_paths, n_steps, n_assets, record_steps):
+    """Scratch slots (loan chunks per wave) of a block: ``SLOTS_PER_THREAD`` per worker,
+    or as many as ``SLOT_SCRATCH_BYTES`` holds, at most one per chunk."""
+    n_chunks = -(-n_loans // _config.LOAN_CHUNK)
+    width = -(-n_paths // 8) * 8 + 8
+    steps = n_steps + 1 if record_steps else 0
+    rows = (N_STATE_ROWS + 1 + N_CODES + n_assets * (_config.N_MONEY + _config.N_COUNTS + 1)
+            + steps * n_assets * (1 + _config.N_STEP_MONEY))
+    slot_bytes = 8 * width * rows + 2 * width
+    by_memory = _config.SLOT_SCRATCH_BYTES // slot_bytes
+    return max(1, min(max(n_workers * _config.SLOTS_PER_THREAD, by_memory), n_chunks))
+
+
 def allocate_scratch(n_slots, n_paths, n_steps, n_assets, record_steps):
     """Scratch in its reset state."""
     # Whole 8-path lines plus one, so that rows of different slots never share a line.

@@ -76,7 +76,6 @@ cdef extern from *:
     ctypedef const double* const_double_ptr "const double * __restrict__"
 cdef Py_ssize_t LOAN_CHUNK = cfg.LOAN_CHUNK
 cdef Py_ssize_t GROUP = cfg.ACTIVE_PATH_GROUP
-cdef Py_ssize_t SLOTS_PER_THREAD = cfg.SLOTS_PER_THREAD
 cdef Py_ssize_t N_STEP_MONEY = cfg.N_STEP_MONEY
 cdef double MARGIN = cfg.GUARD_MARGIN
 cdef double TINY = cfg.GUARD_TINY
@@ -797,7 +796,7 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out, mo
     cdef Py_ssize_t n_loans = debt_of.shape[0]
     cdef bint record = step_loss.shape[0] > 0
     cdef int n_workers = max(1, n_threads)
-    cdef Py_ssize_t n_slots = max(1, min(n_workers * SLOTS_PER_THREAD, (n_loans + LOAN_CHUNK - 1) // LOAN_CHUNK))
+    cdef Py_ssize_t n_slots = _args.slot_count(n_loans, n_workers, n_paths, n_steps, n_assets, record)
     cdef u64 seed_key = mix64(int(seed) & MASK64)
     cdef i64 offset = path_offset
     cdef bint is_partial = bool(partial)

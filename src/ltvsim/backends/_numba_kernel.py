@@ -725,8 +725,7 @@ def evaluate_block(prices, loans, seed, path_offset, partial, n_threads, out, mo
     n_assets, n_steps_1, n_paths = prices.shape
     record = out.step_loss.shape[0] > 0
     n_workers = max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS))
-    n_chunks = -(-loans.debt.shape[0] // cfg.LOAN_CHUNK)
-    n_slots = max(1, min(n_workers * cfg.SLOTS_PER_THREAD, n_chunks))
+    n_slots = _args.slot_count(loans.debt.shape[0], n_workers, n_paths, n_steps_1 - 1, n_assets, record)
     scratch = _args.allocate_scratch(n_slots, n_paths, n_steps_1 - 1, n_assets, record)
     seed_key = _U(mix64(int(seed) & MASK64))
     layout = _path_order.sort_paths(prices, mode)
