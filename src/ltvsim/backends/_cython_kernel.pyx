@@ -181,13 +181,45 @@ cdef inline void _reset_guard(Py_ssize_t p, PathScratch* s, double collateral0) 
         s.guard[p] = 1.0
 
 
+cdef inline void _close_in_full(Py_ssize_t p, i64 t, double quantity, double proceeds,
+                                double fee_due, double interest, double principal,
+                                i64 asset, PathScratch* s) noexcept nogil:
+    """Rule 7's waterfall for a full liquidation of ``quantity`` sold for ``proceeds``:
+    fee, interest, principal, residual to the borrower, the shortfall a loss; the path
+    closes. (The caller has ended its call and counted the liquidation.)"""
+    cdef double fee_paid, remaining, interest_paid, principal_paid, residual, loss
+    cdef Py_ssize_t w = s.width
+    fee_paid = proceeds if proceeds < fee_due else fee_due
+    remaining = proceeds - fee_paid
+    interest_paid = remaining if remaining < interest else interest
+    remaining = remaining - interest_paid
+    principal_paid = remaining if remaining < principal else principal
+    residual = remaining - principal_paid
+    loss = (interest - interest_paid) + (principal - principal_paid)
+    s.status[p] = CLOSED
+    s.loss_on_path[p] = loss
+    s.acc_counts[FULL_LIQUIDATIONS * w + p] += 1
+    s.acc_money[LOSS * w + p] += loss
+    s.acc_money[FEES * w + p] += fee_paid
+    s.acc_money[INTEREST * w + p] += interest_paid
+    s.acc_money[PRINCIPAL * w + p] += principal_paid
+    s.acc_money[RESIDUAL * w + p] += residual
+    s.acc_money[PROCEEDS * w + p] += proceeds
+    s.acc_money[DEBT_CLOSED * w + p] += interest + principal
+    s.acc_sold[asset * w + p] += quantity
+    if s.record:
+        s.acc_step_sold[(t * s.n_assets + asset) * w + p] += quantity
+        s.acc_step_loss[t * w + p] += loss
+        s.acc_step_fees[t * w + p] += fee_paid
+
+
 cdef void _liquidate(Py_ssize_t p, i64 t, double price, double debt, double principal, double q,
                      const LoanTerms* loan, bint partial, PathScratch* s) noexcept nogil:
     """Rule 7: sell collateral at the execution price and pay fee, interest, principal."""
     cdef double execution = price  # no slippage without market impact
     cdef double interest = debt - principal
     cdef double denominator, sold, proceeds, repaid, fee_paid, interest_paid
-    cdef double principal_paid, remaining_principal, fee_due, remaining, residual, loss
+    cdef double principal_paid, remaining_principal
     cdef Py_ssize_t w = s.width
     if interest < 0.0:
         interest = 0.0
@@ -223,30 +255,7 @@ cdef void _liquidate(Py_ssize_t p, i64 t, double price, double debt, double prin
                 return
 
     # Full liquidation: the waterfall.
-    proceeds = q * execution
-    fee_due = loan.fee * debt
-    fee_paid = proceeds if proceeds < fee_due else fee_due
-    remaining = proceeds - fee_paid
-    interest_paid = remaining if remaining < interest else interest
-    remaining = remaining - interest_paid
-    principal_paid = remaining if remaining < principal else principal
-    residual = remaining - principal_paid
-    loss = (interest - interest_paid) + (principal - principal_paid)
-    s.status[p] = CLOSED
-    s.loss_on_path[p] = loss
-    s.acc_counts[FULL_LIQUIDATIONS * w + p] += 1
-    s.acc_money[LOSS * w + p] += loss
-    s.acc_money[FEES * w + p] += fee_paid
-    s.acc_money[INTEREST * w + p] += interest_paid
-    s.acc_money[PRINCIPAL * w + p] += principal_paid
-    s.acc_money[RESIDUAL * w + p] += residual
-    s.acc_money[PROCEEDS * w + p] += proceeds
-    s.acc_money[DEBT_CLOSED * w + p] += interest + principal
-    s.acc_sold[loan.asset * w + p] += q
-    if s.record:
-        s.acc_step_sold[(t * s.n_assets + loan.asset) * w + p] += q
-        s.acc_step_loss[t * w + p] += loss
-        s.acc_step_fees[t * w + p] += fee_paid
+    _close_in_full(p, t, q, q * execution, loan.fee * debt, interest, principal, loan.asset, s)
 
 
 cdef void _settle_path_step(const LoanTerms* loan, Py_ssize_t p, i64 t, i64 path_index,
@@ -450,48 +459,25 @@ cdef void _topups(const i64* paths, i64 n, const LoanTerms* loan, const double* 
 
 cdef void _full_liquidations(const i64* paths, i64 n, const LoanTerms* loan, i64 t,
                              const double* row, double debt_t, PathScratch* s) noexcept nogil:
-    """Rules 5 and 7 on open paths in full mode: _liquidate's waterfall (debt on the
-    shared schedule, principal the initial debt), without a branch per path."""
+    """Rules 5 and 7 on open paths in full mode: _liquidate's full liquidation (debt on
+    the shared schedule, principal the initial debt), without a branch per path."""
     cdef Py_ssize_t k, q, w = s.width
     cdef double principal = loan.debt0
     cdef double interest = debt_t - principal
-    cdef double quantity, proceeds, fee_due, fee_paid, remaining, interest_paid
-    cdef double principal_paid, residual, loss
-    cdef double fee_due_all = loan.fee * debt_t
+    cdef double fee_due = loan.fee * debt_t
+    cdef double quantity
     if interest < 0.0:
         interest = 0.0
     for k in range(n):
         q = paths[k]
         quantity = s.collateral_now[q]
-        proceeds = quantity * row[q]
-        fee_due = fee_due_all
-        fee_paid = proceeds if proceeds < fee_due else fee_due
-        remaining = proceeds - fee_paid
-        interest_paid = remaining if remaining < interest else interest
-        remaining = remaining - interest_paid
-        principal_paid = remaining if remaining < principal else principal
-        residual = remaining - principal_paid
-        loss = (interest - interest_paid) + (principal - principal_paid)
         s.call_start[q] = NO_STEP
         s.topup_due[q] = NO_STEP
         s.had_liquidation[q] = 1
-        s.status[q] = CLOSED
-        s.guard[q] = INF
-        s.loss_on_path[q] = loss
         s.acc_counts[LIQUIDATIONS * w + q] += 1
-        s.acc_counts[FULL_LIQUIDATIONS * w + q] += 1
-        s.acc_money[LOSS * w + q] += loss
-        s.acc_money[FEES * w + q] += fee_paid
-        s.acc_money[INTEREST * w + q] += interest_paid
-        s.acc_money[PRINCIPAL * w + q] += principal_paid
-        s.acc_money[RESIDUAL * w + q] += residual
-        s.acc_money[PROCEEDS * w + q] += proceeds
-        s.acc_money[DEBT_CLOSED * w + q] += interest + principal
-        s.acc_sold[loan.asset * w + q] += quantity
-        if s.record:
-            s.acc_step_sold[(t * s.n_assets + loan.asset) * w + q] += quantity
-            s.acc_step_loss[t * w + q] += loss
-            s.acc_step_fees[t * w + q] += fee_paid
+        s.guard[q] = INF
+        _close_in_full(q, t, quantity, quantity * row[q], fee_due, interest, principal,
+                       loan.asset, s)
 
 
 cdef void _record_exposure(const_double_ptr row, Py_ssize_t n_paths, double debt_t,

@@ -132,6 +132,36 @@ def _reset_guard(p, state, collateral0):
         state[_GUARD, p] = 1.0
 
 
+@njit(inline="always", **_jit_no_nrt)
+def _close_in_full(p, t, quantity, proceeds, fee_due, interest, principal, asset, state,
+                   acc_money, acc_counts, acc_sold, acc_step_sold, acc_step_money, record):
+    """Rule 7's waterfall for a full liquidation of ``quantity`` sold for ``proceeds``:
+    fee, interest, principal, residual to the borrower, the shortfall a loss; the path
+    closes. (The caller has ended its call and counted the liquidation.)"""
+    fee_paid = proceeds if proceeds < fee_due else fee_due
+    remaining = proceeds - fee_paid
+    interest_paid = remaining if remaining < interest else interest
+    remaining = remaining - interest_paid
+    principal_paid = remaining if remaining < principal else principal
+    residual = remaining - principal_paid
+    loss = (interest - interest_paid) + (principal - principal_paid)
+    state[_STATUS, p] = _CLOSED
+    state[_LOSS_ON_PATH, p] = loss
+    acc_counts[_FULL, p] += 1
+    acc_money[_LOSS, p] += loss
+    acc_money[_FEES, p] += fee_paid
+    acc_money[_INTEREST, p] += interest_paid
+    acc_money[_PRINCIPAL, p] += principal_paid
+    acc_money[_RESIDUAL, p] += residual
+    acc_money[_PROCEEDS, p] += proceeds
+    acc_money[_DEBT_CLOSED, p] += interest + principal
+    acc_sold[asset, p] += quantity
+    if record:
+        acc_step_sold[t, asset, p] += quantity
+        acc_step_money[_STEP_LOSS, t, p] += loss
+        acc_step_money[_STEP_FEES, t, p] += fee_paid
+
+
 @njit(**_jit_no_nrt)
 def _liquidate(p, t, price, debt, principal, q, tau, fee, asset, partial, state,
                had_liquidation, acc_money, acc_counts, acc_sold, acc_step_sold,
@@ -173,30 +203,8 @@ def _liquidate(p, t, price, debt, principal, q, tau, fee, asset, partial, state,
                 return
 
     # Full liquidation: the waterfall.
-    proceeds = q * execution
-    fee_due = fee * debt
-    fee_paid = proceeds if proceeds < fee_due else fee_due
-    remaining = proceeds - fee_paid
-    interest_paid = remaining if remaining < interest else interest
-    remaining = remaining - interest_paid
-    principal_paid = remaining if remaining < principal else principal
-    residual = remaining - principal_paid
-    loss = (interest - interest_paid) + (principal - principal_paid)
-    state[_STATUS, p] = _CLOSED
-    state[_LOSS_ON_PATH, p] = loss
-    acc_counts[_FULL, p] += 1
-    acc_money[_LOSS, p] += loss
-    acc_money[_FEES, p] += fee_paid
-    acc_money[_INTEREST, p] += interest_paid
-    acc_money[_PRINCIPAL, p] += principal_paid
-    acc_money[_RESIDUAL, p] += residual
-    acc_money[_PROCEEDS, p] += proceeds
-    acc_money[_DEBT_CLOSED, p] += interest + principal
-    acc_sold[asset, p] += q
-    if record:
-        acc_step_sold[t, asset, p] += q
-        acc_step_money[_STEP_LOSS, t, p] += loss
-        acc_step_money[_STEP_FEES, t, p] += fee_paid
+    _close_in_full(p, t, q, q * execution, fee * debt, interest, principal, asset, state,
+                   acc_money, acc_counts, acc_sold, acc_step_sold, acc_step_money, record)
 
 
 @njit(**_jit_no_nrt)
@@ -385,8 +393,8 @@ def _topups(paths, n, tau, collateral0, row, debt_t, topup_due, collateral_now, 
 @njit(**_jit_no_nrt)
 def _full_liquidations(paths, n, debt0, fee, asset, t, row, debt_t, state, had_liquidation,
                        acc_money, acc_counts, acc_sold, acc_step_sold, acc_step_money, record):
-    """Rules 5 and 7 on open paths in full mode: _liquidate's waterfall (debt on the
-    shared schedule, principal the initial debt), without a branch per path."""
+    """Rules 5 and 7 on open paths in full mode: _liquidate's full liquidation (debt on
+    the shared schedule, principal the initial debt), without a branch per path."""
     principal = debt0
     interest = debt_t - principal
     if interest < 0.0:
@@ -395,35 +403,14 @@ def _full_liquidations(paths, n, debt0, fee, asset, t, row, debt_t, state, had_l
     for k in range(n):
         q = paths[k]
         quantity = state[_COLLATERAL_NOW, q]
-        proceeds = quantity * row[q]
-        fee_paid = proceeds if proceeds < fee_due else fee_due
-        remaining = proceeds - fee_paid
-        interest_paid = remaining if remaining < interest else interest
-        remaining = remaining - interest_paid
-        principal_paid = remaining if remaining < principal else principal
-        residual = remaining - principal_paid
-        loss = (interest - interest_paid) + (principal - principal_paid)
         state[_CALL_START, q] = _NO_STEP
         state[_TOPUP_DUE, q] = _NO_STEP
         had_liquidation[q] = 1
-        state[_STATUS, q] = _CLOSED
-        state[_GUARD, q] = np.inf
-        state[_LOSS_ON_PATH, q] = loss
         acc_counts[_LIQUIDATIONS, q] += 1
-        acc_counts[_FULL, q] += 1
-        acc_money[_LOSS, q] += loss
-        acc_money[_FEES, q] += fee_paid
-        acc_money[_INTEREST, q] += interest_paid
-        acc_money[_PRINCIPAL, q] += principal_paid
-        acc_money[_RESIDUAL, q] += residual
-        acc_money[_PROCEEDS, q] += proceeds
-        acc_money[_DEBT_CLOSED, q] += interest + principal
-        acc_sold[asset, q] += quantity
-        if record:
-            acc_step_sold[t, asset, q] += quantity
-            acc_step_money[_STEP_LOSS, t, q] += loss
-            acc_step_money[_STEP_FEES, t, q] += fee_paid
-
+        state[_GUARD, q] = np.inf
+        _close_in_full(q, t, quantity, quantity * row[q], fee_due, interest, principal, asset,
+                       state, acc_money, acc_counts, acc_sold, acc_step_sold, acc_step_money,
+                       record)
 
 @njit(**_jit_no_nrt)
 def _record_exposure(row, n_paths, debt_t, status, debt_now, collateral_now, open_debt,
