@@ -322,7 +322,7 @@ cdef i64 _count_near(const_double_ptr row, const_double_ptr guard, Py_ssize_t n_
 
 cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
                       double debt_t, double m, double l, double expire_after,
-                      i64 liquidation_code, const_double_ptr status,
+                      i64 liquidation_code, bint partial, const_double_ptr status,
                       const_double_ptr call_start, const_double_ptr topup_due,
                       i64* pending, const_double_ptr collateral_now) noexcept nogil:
     """Pass B: the exact LTV of every path, and a code for what rules 4-7 do there.
@@ -354,7 +354,9 @@ cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
                 + (in_band & (not due_now) & (above_l | expired)) * liquidation_code
                 + (in_band & (not called) & (not above_l)) * NEW_CALL
                 + ((not in_band) & called) * CURED)
-        code = (status[p] == OPEN) * code + (status[p] == MODIFIED) * GENERAL
+        code = (status[p] == OPEN) * code
+        if partial:  # loop-invariant (gcc unswitches it): only partial mode modifies paths
+            code = code + (status[p] == MODIFIED) * GENERAL
         pending[p] = code
         any_marked |= code | (called * WATCHED)
     return any_marked
@@ -372,9 +374,9 @@ cdef i64 _compact(const i64* pending, Py_ssize_t n_paths, i64* marked) noexcept 
 
 
 cdef void _split(const i64* marked, Py_ssize_t n_marked, const i64* pending,
-                 Py_ssize_t width, i64* lists, i64* counts) noexcept nogil:
+                 Py_ssize_t width, bint partial, i64* lists, i64* counts) noexcept nogil:
     """The marked paths into one list per code (``lists[code * width:]``), each in path
-    order; ``counts[code]`` how many (branch-free)."""
+    order; ``counts[code]`` how many (branch-free). Full mode has no GENERAL path."""
     cdef i64 n_general = 0, n_cured = 0, n_call = 0, n_topup = 0, n_full = 0, code
     cdef Py_ssize_t k, q
     cdef i64* general = lists + GENERAL * width
@@ -385,12 +387,13 @@ cdef void _split(const i64* marked, Py_ssize_t n_marked, const i64* pending,
     for k in range(n_marked):
         q = marked[k]
         code = pending[q]
-        general[n_general] = q
+        if partial:  # loop-invariant: gcc unswitches the loop
+            general[n_general] = q
+            n_general += code == GENERAL
         cured[n_cured] = q
         new_call[n_call] = q
         topup[n_topup] = q
         full[n_full] = q
-        n_general += code == GENERAL
         n_cured += code == CURED
         n_call += code == NEW_CALL
         n_topup += code == TOPUP
@@ -627,14 +630,14 @@ cdef Py_ssize_t _evaluate_loan(const LoanTerms* loan, const double* prices,
                         collateral_now[p] = collateral0
             # B. Exact LTV everywhere; events and market cures coded in pending.
             flags = _mark_events(row, n_active, <double>t, debt_t, m, l, expire_after,
-                                 liquidation_code, status, call_start, topup_due, pending,
-                                 collateral_now)
+                                 liquidation_code, partial, status, call_start, topup_due,
+                                 pending, collateral_now)
             watched = flags != 0
             # C. The spec's rules on the paths marked. Paths of one loan never interact,
             # so each code's paths go through their own handler, in path order.
             if flags & CODE_BITS:
                 n_pending = _compact(pending, n_active, marked)
-                _split(marked, n_pending, pending, s.width, marked, counts)
+                _split(marked, n_pending, pending, s.width, partial, marked, counts)
                 if counts[NEW_CALL] > 0:
                     _new_calls(marked + NEW_CALL * s.width, counts[NEW_CALL], loan, t,
                                path_offset, path_of, s)

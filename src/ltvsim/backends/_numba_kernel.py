@@ -275,8 +275,8 @@ def _count_near(row, guard, n_paths, threshold):
 # Passes A and B stay functions of their own: inlined into the big loan loop, LLVM
 # (like gcc) no longer vectorises them.
 @njit(**_jit_no_nrt)
-def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, liquidation_code, status,
-                 call_start, topup_due, pending, collateral_now):
+def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, liquidation_code, partial,
+                 status, call_start, topup_due, pending, collateral_now):
     """Pass B: the exact LTV of every path, and a code for what rules 4-7 do there.
 
     ``pending`` becomes, as ``_settle_path_step`` would decide on an open path: _TOPUP
@@ -303,7 +303,9 @@ def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, liquidation_cod
                 + (in_band & ~due_now & (above_l | expired)) * liquidation_code
                 + (in_band & ~called & ~above_l) * _NEW_CALL
                 + (~in_band & called) * _CURED)
-        code = (status[p] == _OPEN) * code + (status[p] == _MODIFIED) * _GENERAL
+        code = (status[p] == _OPEN) * code
+        if partial:  # loop-invariant (LLVM unswitches it): only partial mode modifies paths
+            code = code + (status[p] == _MODIFIED) * _GENERAL
         pending[p] = code
         any_marked |= code | (called * _WATCHED)
     return any_marked
@@ -321,9 +323,10 @@ def _compact(pending, n_paths, marked):
 
 
 @njit(**_jit_no_nrt)
-def _split(marked, n_marked, pending, width):
+def _split(marked, n_marked, pending, width, partial):
     """The marked paths into one list per code (``marked[code * width:]``), each in path
-    order; returns how many of each, in code order (branch-free)."""
+    order; returns how many of each, in code order (branch-free). Full mode has no
+    _GENERAL path."""
     n_general = 0
     n_cured = 0
     n_call = 0
@@ -332,12 +335,13 @@ def _split(marked, n_marked, pending, width):
     for k in range(n_marked):
         q = marked[k]
         code = pending[q]
-        marked[_GENERAL * width + n_general] = q
+        if partial:  # loop-invariant: LLVM unswitches the loop
+            marked[_GENERAL * width + n_general] = q
+            n_general += code == _GENERAL
         marked[_CURED * width + n_cured] = q
         marked[_NEW_CALL * width + n_call] = q
         marked[_TOPUP * width + n_topup] = q
         marked[_FULL_LIQUIDATION * width + n_full] = q
-        n_general += code == _GENERAL
         n_cured += code == _CURED
         n_call += code == _NEW_CALL
         n_topup += code == _TOPUP
@@ -533,14 +537,14 @@ def _evaluate_loan(i, prices, price_floor, path_min, order, skip, asset, collate
                         collateral_now[p] = collateral0
             # B. Exact LTV everywhere; events and market cures coded in pending.
             flags = _mark_events(row, n_active, np.float64(t), debt_t, m, l, expire_after,
-                                 liquidation_code, status, call_start, topup_due, pending,
-                                 collateral_now)
+                                 liquidation_code, partial, status, call_start, topup_due,
+                                 pending, collateral_now)
             # C. The spec's rules on the paths marked. Paths of one loan never interact,
             # so each code's paths go through their own handler, in path order.
             watched = flags != 0
             if flags & _CODE_BITS:
                 n_pending = _compact(pending, n_active, marked)
-                n_general, n_cured, n_call, n_topup, n_full = _split(marked, n_pending, pending, width)
+                n_general, n_cured, n_call, n_topup, n_full = _split(marked, n_pending, pending, width, partial)
                 if n_call > 0:
                     _new_calls(marked[_NEW_CALL * width:], n_call, loan_key,
                                topup_cut, t, path_offset, path_of, call_start, guard,
