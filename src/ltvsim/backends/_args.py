@@ -72,6 +72,9 @@ class Scratch(NamedTuple):
     pending: np.ndarray  # int64 [slots, width]: what pass C must do on each path (0: nothing)
     marked: np.ndarray  # int64 [slots, N_CODES * width]: the marked paths, then one list per code
     had_call: np.ndarray  # int8 [slots, width]
+    # The loan's per-path draw keys, mix64(loan key ^ path index): the first half of the
+    # top-up draw's hash, computed once when the loan is touched.
+    draw_keys: np.ndarray  # uint64 [slots, width]
     had_liquidation: np.ndarray  # int8 [slots, width]
     # Accumulators of one loan chunk, per path in the sorted order of the loans' asset
     # (``_path_order``): money, counts and per-step money have a row block per asset.
@@ -111,7 +114,7 @@ def slot_count(n_loans, n_workers, n_paths, n_steps, n_assets, record_steps):
     steps = n_steps + 1 if record_steps else 0
     rows = (N_STATE_ROWS + 1 + N_CODES + n_assets * (_config.N_MONEY + _config.N_COUNTS + 1)
             + steps * n_assets * (1 + _config.N_STEP_MONEY))
-    slot_bytes = 8 * width * rows + 2 * width
+    slot_bytes = 8 * width * (rows + 1) + 2 * width
     by_memory = _config.SLOT_SCRATCH_BYTES // slot_bytes
     return max(1, min(max(n_workers * _config.SLOTS_PER_THREAD, by_memory), n_chunks))
 
@@ -128,6 +131,7 @@ def allocate_scratch(n_slots, n_paths, n_steps, n_assets, record_steps):
         pending=np.zeros((n_slots, width), dtype=np.int64),
         marked=np.zeros((n_slots, N_CODES * width), dtype=np.int64),
         had_call=np.zeros((n_slots, width), dtype=np.int8),
+        draw_keys=np.zeros((n_slots, width), dtype=np.uint64),
         had_liquidation=np.zeros((n_slots, width), dtype=np.int8),
         acc_money=np.zeros((n_slots, n_assets, _config.N_MONEY, width)),
         acc_counts=np.zeros((n_slots, n_assets, _config.N_COUNTS, width), dtype=np.int64),

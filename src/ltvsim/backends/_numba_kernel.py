@@ -83,16 +83,11 @@ def _mix64(x):
 
 
 @njit(inline="always", **_jit)
-def _draw_bits(loan_key, path, step):
-    """The 53 bits of ``_uniform``: ``_uniform(...) == _draw_bits(...) * 2**-53``."""
-    return _mix64(_mix64(loan_key ^ _U(path)) ^ _U(step)) >> _U(11)
-
-
-@njit(inline="always", **_jit)
 def _topup_cut(topup_prob):
-    """``_uniform(...) < topup_prob`` exactly when ``_draw_bits(...) < _topup_cut(...)``:
-    the uniform is bits * 2**-53 (exact), so the test is bits < topup_prob * 2**53, and
-    for an integer that is bits < ceil(topup_prob * 2**53) (exact for 0 <= p <= 1)."""
+    """``_uniform(...) < topup_prob`` exactly when the uniform's 53 bits (the hash
+    >> 11) are below ``_topup_cut(topup_prob)``: the uniform is bits * 2**-53 (exact),
+    so the test is bits < topup_prob * 2**53, and for an integer that is
+    bits < ceil(topup_prob * 2**53) (exact for 0 <= p <= 1)."""
     return _U(np.ceil(topup_prob * _TWO_53))
 
 
@@ -350,12 +345,21 @@ def _split(marked, n_marked, pending, width, partial):
 
 
 @njit(**_jit_no_nrt)
-def _new_calls(paths, n, loan_key, topup_cut, t, path_offset, path_of, call_start, guard,
-               topup_due, calls, had_call):
+def _set_draw_keys(loan_key, path_offset, path_of, n_paths, draw_keys):
+    """Each path's draw key, ``mix64(loan key ^ path index)``: ``_uniform``'s first
+    half, once per touched loan instead of once per call."""
+    for p in range(n_paths):
+        draw_keys[p] = _mix64(loan_key ^ _U(path_offset + path_of[p]))
+
+
+@njit(**_jit_no_nrt)
+def _new_calls(paths, n, topup_cut, t, draw_keys, call_start, guard, topup_due, calls,
+               had_call):
     """Rule 6 on open paths with no call (_settle_path_step's new-call branch and
     _reset_guard: guard 0 while called). No call means no top-up due: topup_due is
     _NO_STEP and becomes t + 1 if the draw says so, without a branch (a branch on the
-    draw would wait for its hash): ``draw < topup_prob`` is ``bits < topup_cut``."""
+    draw would wait for its hash): ``draw < topup_prob`` is ``bits < topup_cut``, and
+    the hash's first half is the path's draw key."""
     step = np.float64(t)
     topup_step = t + 1 - int(_NO_STEP)
     for k in range(n):
@@ -364,7 +368,7 @@ def _new_calls(paths, n, loan_key, topup_cut, t, path_offset, path_of, call_star
         calls[q] += 1
         had_call[q] = 1
         guard[q] = 0.0
-        drawn = np.int64(_draw_bits(loan_key, path_offset + path_of[q], t) < topup_cut)
+        drawn = np.int64((_mix64(draw_keys[q] ^ _U(t)) >> _U(11)) < topup_cut)
         topup_due[q] = np.float64(int(_NO_STEP) + drawn * topup_step)
 
 
@@ -473,9 +477,9 @@ def _active_paths(path_min, n_steps, debt0, growth, collateral0, call_collateral
 @njit(**_jit_no_nrt)
 def _evaluate_loan(i, prices, price_floor, path_min, order, skip, asset, collateral0, debt0,
                    growth, m, l, tau, cure, fee, topup_prob, seed_key, path_offset, partial,
-                   state, pending, marked, had_call, had_liquidation, acc_money, acc_counts, acc_sold,
-                   acc_step_sold, acc_step_money, record, loan_loss, loan_calls,
-                   loan_liquidated):
+                   state, pending, marked, had_call, draw_keys, had_liquidation, acc_money,
+                   acc_counts, acc_sold, acc_step_sold, acc_step_money, record, loan_loss,
+                   loan_calls, loan_liquidated):
     """All steps of loan ``i`` on the block's paths that can come near its call; scratch
     left reset. Returns how many paths that was (the loan's active prefix).
 
@@ -535,6 +539,7 @@ def _evaluate_loan(i, prices, price_floor, path_min, order, skip, asset, collate
                 if not record:
                     for p in range(n_active):
                         collateral_now[p] = collateral0
+                _set_draw_keys(loan_key, path_offset, path_of, n_active, draw_keys)
             # B. Exact LTV everywhere; events and market cures coded in pending.
             flags = _mark_events(row, n_active, np.float64(t), debt_t, m, l, expire_after,
                                  liquidation_code, partial, status, call_start, topup_due,
@@ -546,9 +551,8 @@ def _evaluate_loan(i, prices, price_floor, path_min, order, skip, asset, collate
                 n_pending = _compact(pending, n_active, marked)
                 n_general, n_cured, n_call, n_topup, n_full = _split(marked, n_pending, pending, width, partial)
                 if n_call > 0:
-                    _new_calls(marked[_NEW_CALL * width:], n_call, loan_key,
-                               topup_cut, t, path_offset, path_of, call_start, guard,
-                               topup_due, acc_counts[_CALLS], had_call)
+                    _new_calls(marked[_NEW_CALL * width:], n_call, topup_cut, t, draw_keys,
+                               call_start, guard, topup_due, acc_counts[_CALLS], had_call)
                 if n_cured > 0:
                     _cures(marked[_CURED * width:], n_cured, collateral0, call_start,
                            topup_due, guard, collateral_now)
@@ -632,9 +636,9 @@ def _add_loan_loss(i, path_of, n_active, n_paths, loss_on_path, loss_by_path, lo
 @njit(**_jit_no_nrt)
 def _evaluate_chunk(chunk, prices, price_floor, path_min, order, skip, asset_of, collateral_of,
                     debt_of, growth_of, m_of, l_of, tau_of, cure_of, fee_of, topup_of, seed_key,
-                    path_offset, partial, state, pending, marked, had_call, had_liquidation, acc_money,
-                    acc_counts, acc_sold, acc_step_sold, acc_step_money, record, loan_loss,
-                    loan_calls, loan_liquidated):
+                    path_offset, partial, state, pending, marked, had_call, draw_keys,
+                    had_liquidation, acc_money, acc_counts, acc_sold, acc_step_sold,
+                    acc_step_money, record, loan_loss, loan_calls, loan_liquidated):
     """Every loan of one chunk, in loan order, into one thread slot's scratch (each into
     the accumulators of its asset). Returns the loan-paths evaluated."""
     stop = min((chunk + 1) * _LOAN_CHUNK, debt_of.shape[0])
@@ -645,7 +649,7 @@ def _evaluate_chunk(chunk, prices, price_floor, path_min, order, skip, asset_of,
                                     collateral_of[i], debt_of[i], growth_of[i], m_of[i], l_of[i],
                                     tau_of[i], cure_of[i], fee_of[i], topup_of[i], seed_key,
                                     path_offset, partial, state, pending, marked, had_call,
-                                    had_liquidation, acc_money[a], acc_counts[a], acc_sold,
+                                    draw_keys, had_liquidation, acc_money[a], acc_counts[a], acc_sold,
                                     acc_step_sold, acc_step_money[a], record, loan_loss,
                                     loan_calls, loan_liquidated)
     return evaluated
@@ -655,7 +659,7 @@ def _evaluate_chunk(chunk, prices, price_floor, path_min, order, skip, asset_of,
 def _evaluate_chunks(prices, price_floor, path_min, order, skip, asset_of, collateral_of, debt_of,
                      growth_of, m_of, l_of, tau_of, cure_of, fee_of, topup_of, seed_key,
                      path_offset, partial, n_slots, path_state, pending, marked, had_call,
-                     had_liquidation, acc_money, acc_counts, acc_sold, acc_step_sold,
+                     draw_keys, had_liquidation, acc_money, acc_counts, acc_sold, acc_step_sold,
                      acc_step_money, evaluated, path_money, path_counts, path_sold, step_sold,
                      step_loss, step_fees, step_open_debt, step_collateral_value, loan_loss,
                      loan_calls, loan_liquidated):
@@ -677,7 +681,8 @@ def _evaluate_chunks(prices, price_floor, path_min, order, skip, asset_of, colla
                 wave + slot, prices, price_floor, path_min, order, skip, asset_of,
                 collateral_of, debt_of, growth_of, m_of, l_of, tau_of, cure_of, fee_of,
                 topup_of, seed_key, path_offset, partial, path_state[slot], pending[slot],
-                marked[slot], had_call[slot], had_liquidation[slot], acc_money[slot], acc_counts[slot],
+                marked[slot], had_call[slot], draw_keys[slot], had_liquidation[slot], acc_money[slot],
+                acc_counts[slot],
                 acc_sold[slot], acc_step_sold[slot], acc_step_money[slot], record, loan_loss,
                 loan_calls, loan_liquidated)
         # Serial reduction in chunk order, asset by asset, each asset's sums scattered
