@@ -72,3 +72,23 @@ def test_the_same_run_in_two_threads(workloads, backend):
     first, second = run_concurrently([kwargs, kwargs])
     assert_identical(first, sequential)
     assert_identical(second, sequential)
+
+
+@pytest.mark.parametrize("liquidation", ["full", "partial"])
+def test_many_waves_give_the_one_wave_results(compiled_backend, monkeypatch, liquidation):
+    # With few paths a block's slots fit the scratch budget and one wave takes every loan
+    # chunk; a tiny budget makes the kernels reuse SLOTS_PER_THREAD slots over many
+    # waves (each zeroed and reduced in chunk order). Same bits, any thread count.
+    n_loans = 9 * ltvsim._config.LOAN_CHUNK + 17  # more chunks than 2 threads' slots
+    book = ltvsim.LoanBook.synthetic(n_loans, seed=23, initial_ltv=(0.5, 0.75))
+    paths = ltvsim.paths.gbm([80_000.0, 3_000.0], 0.0, [0.9, 1.1], n_paths=12, n_steps=15,
+                             dt=1 / 365, seed=3, assets=["BTC", "ETH"])
+    kwargs = dict(backend=compiled_backend, liquidation=liquidation, seed=9, record_steps=True)
+    one_wave = ltvsim.simulate(book, paths, n_threads=2, **kwargs)
+    from ltvsim.backends import _args
+    assert _args.slot_count(n_loans, 2, 12, 15, 2, True) == 10  # every chunk in one wave
+    monkeypatch.setattr(ltvsim._config, "SLOT_SCRATCH_BYTES", 1)
+    assert _args.slot_count(n_loans, 2, 12, 15, 2, True) == 2 * ltvsim._config.SLOTS_PER_THREAD
+    for n_threads in (1, 2):
+        assert_identical(one_wave, ltvsim.simulate(book, paths, n_threads=n_threads, **kwargs),
+                         label=f"{n_threads} threads, small waves: ")

@@ -27,10 +27,11 @@ ACTIVE_PATH_GROUP = 8
 #: at the end of a wave behind one slow chunk.
 SLOTS_PER_THREAD = 4
 
-#: Scratch the compiled kernels may spend on slots beyond ``SLOTS_PER_THREAD`` per
-#: thread: while slots are small (few paths per block) a wave takes as many chunks as
-#: fit, up to all of them, so threads wait at fewer ends of waves. Results do not
-#: depend on it; memory stays bounded by it, whatever the number of loans.
+#: Scratch budget of one block's slots in the compiled kernels: a wave takes as many
+#: loan chunks as this holds (up to all of them; while slots are small, few paths per
+#: block, that means fewer wave ends to wait at), or ``SLOTS_PER_THREAD`` per thread,
+#: whichever is more. Results do not depend on it; memory stays bounded by the larger
+#: of the two, whatever the number of loans.
 SLOT_SCRATCH_BYTES = 16 << 20
 
 #: Relative margin of the conservative "nothing can happen" price test. A pristine loan

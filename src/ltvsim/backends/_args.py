@@ -107,8 +107,8 @@ N_CODES = 6
 
 
 def slot_count(n_loans, n_workers, n_paths, n_steps, n_assets, record_steps):
-    """Scratch slots (loan chunks per wave) of a block: ``SLOTS_PER_THREAD`` per worker,
-    or as many as ``SLOT_SCRATCH_BYTES`` holds, at most one per chunk."""
+    """Scratch slots (loan chunks per wave) of a block: ``SLOTS_PER_THREAD`` per worker
+    or as many as ``SLOT_SCRATCH_BYTES`` holds, whichever is more, at most one per chunk."""
     n_chunks = -(-n_loans // _config.LOAN_CHUNK)
     width = -(-n_paths // 8) * 8 + 8
     steps = n_steps + 1 if record_steps else 0

@@ -64,7 +64,7 @@ assert (LOSS, FEES, INTEREST, PRINCIPAL, RESIDUAL, PROCEEDS, DEBT_CLOSED, UNREAL
 assert (CALLS, LIQUIDATIONS, FULL_LIQUIDATIONS, TOPUPS) == (cfg.CALLS, cfg.LIQUIDATIONS, cfg.FULL_LIQUIDATIONS, cfg.TOPUPS)
 
 assert N_CODES == _args.N_CODES
-assert N_CODES - 1 <= CODE_BITS < WATCHED
+assert CODE_BITS & WATCHED == 0 and (CODE_BITS + 1) & CODE_BITS == 0 and CODE_BITS >= N_CODES - 1
 assert (OPEN, MODIFIED, CLOSED, NO_STEP) == (cfg.OPEN, cfg.MODIFIED, cfg.CLOSED, cfg.NO_STEP)
 assert (STEP_LOSS_ROW, STEP_FEES_ROW, STEP_OPEN_DEBT_ROW, STEP_COLLATERAL_VALUE_ROW) == (
     cfg.STEP_LOSS, cfg.STEP_FEES, cfg.STEP_OPEN_DEBT, cfg.STEP_COLLATERAL_VALUE)
@@ -340,7 +340,8 @@ cdef i64 _mark_events(const_double_ptr row, Py_ssize_t n_paths, double step,
     (rule 6's new call), CURED (back below m with a call in progress); GENERAL on a
     partially sold path (its own debt accrues); 0 otherwise, and on a closed path.
     A top-up is only ever due during a call (rules 4-6 set and clear the two together),
-    so "due now" implies "called". Returns the codes OR-ed together (non-zero if any
+    so "due now" implies "called" (the codes exclude each other only given that; a code
+    outside 1-5 would fall through every list, and the reference tests would see it). Returns the codes OR-ed together (non-zero if any
     path is marked), plus WATCHED if any path was in a call: then the next step skips
     pass A (a shortcut only: pass B on every path is always exact).
     """
@@ -415,8 +416,9 @@ cdef void _split(const i64* marked, Py_ssize_t n_marked, const i64* pending,
 cdef void _new_calls(const i64* paths, i64 n, const LoanTerms* loan, i64 t,
                      PathScratch* s) noexcept nogil:
     """Rule 6 on open paths with no call (_settle_path_step's new-call branch and
-    _reset_guard: guard 0 while called). No call means no top-up due: topup_due is
-    NO_STEP and becomes t + 1 if the draw says so, without a branch (a branch on the
+    _reset_guard: guard 0 while called). No call means no top-up due (rules 4-6 set and
+    clear the two together): topup_due is NO_STEP and becomes t + 1 if the draw says so,
+    without a branch (a branch on the
     draw would wait for its hash): ``draw < topup_prob`` is the exact integer test
     ``bits < topup_cut`` (see ``LoanTerms.topup_cut``), and the hash's first half is
     the path's draw key."""

@@ -59,6 +59,7 @@ _GENERAL, _CURED, _NEW_CALL, _TOPUP, _FULL_LIQUIDATION = 1, 2, 3, 4, 5
 _N_CODES = _args.N_CODES
 assert _N_CODES == 6
 _CODE_BITS, _WATCHED = 7, 8  # pass B's return value: the codes OR-ed, and a path in a call
+assert _CODE_BITS & _WATCHED == 0 and (_CODE_BITS + 1) & _CODE_BITS == 0 and _CODE_BITS >= _N_CODES - 1
 _COLLATERAL_NOW, _DEBT_NOW, _PRINCIPAL_NOW, _LOSS_ON_PATH = _args.COLLATERAL_NOW, _args.DEBT_NOW, _args.PRINCIPAL_NOW, _args.LOSS_ON_PATH
 _LOSS_BY_PATH = _args.LOSS_BY_PATH
 _STEP_LOSS, _STEP_FEES = cfg.STEP_LOSS, cfg.STEP_FEES
@@ -280,7 +281,9 @@ def _mark_events(row, n_paths, step, debt_t, m, l, expire_after, liquidation_cod
     _NEW_CALL (rule 6's new call), _CURED (back below m with a call in progress);
     _GENERAL on a partially sold path (its own debt accrues); 0 otherwise, and on a
     closed path. A top-up is only ever due during a call (rules 4-6 set and clear the
-    two together), so "due now" implies "called". Returns the codes OR-ed together
+    two together), so "due now" implies "called" (the codes exclude each other only
+    given that; a code outside 1-5 would fall through every list, and the reference
+    tests would see it). Returns the codes OR-ed together
     (non-zero if any path is marked), plus _WATCHED if any path was in a call: then the
     next step skips pass A (a shortcut only: pass B on every path is always exact).
     """
@@ -356,8 +359,9 @@ def _set_draw_keys(loan_key, path_offset, path_of, n_paths, draw_keys):
 def _new_calls(paths, n, topup_cut, t, draw_keys, call_start, guard, topup_due, calls,
                had_call):
     """Rule 6 on open paths with no call (_settle_path_step's new-call branch and
-    _reset_guard: guard 0 while called). No call means no top-up due: topup_due is
-    _NO_STEP and becomes t + 1 if the draw says so, without a branch (a branch on the
+    _reset_guard: guard 0 while called). No call means no top-up due (rules 4-6 set and
+    clear the two together): topup_due is _NO_STEP and becomes t + 1 if the draw says
+    so, without a branch (a branch on the
     draw would wait for its hash): ``draw < topup_prob`` is ``bits < topup_cut``, and
     the hash's first half is the path's draw key."""
     step = np.float64(t)
