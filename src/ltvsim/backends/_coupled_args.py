@@ -7,6 +7,7 @@ step, every loan of a path must see the price that the other loans' forced sales
 behind, so loans cannot run to the horizon one by one as in the core kernel. Its state is
 ``[n_loans, COUPLED_GROUP]`` per field: O(loans), never O(loans x paths).
 """
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -54,10 +55,9 @@ def slippage_factor(delta, sqrt_law):
     law) or ``delta * sqrt(v / N)`` (square-root law); the average of ``exp(-that)`` over
     the notional sold is ``(1 - e**-delta) / delta``, or ``2 (1 - (1 + delta) e**-delta) /
     delta**2``. Small ``delta`` uses the Taylor series (the closed forms cancel). Every
-    backend evaluates exactly these expressions, in this order.
+    backend evaluates exactly these expressions, in this order (numba compiles this very
+    function).
     """
-    import math
-
     if delta <= 0.0:
         return 1.0
     if sqrt_law:

@@ -50,6 +50,7 @@ from ._coupled_args import (
     ORDER_NONE,
     ORDER_PART,
 )
+from ._coupled_args import slippage_factor as _ca_slippage_factor
 # The counter-based hash and top-up draw are the core kernel's own.
 from ._numba_kernel import _TO_UNIT, _U, _mix64, _uniform
 
@@ -86,18 +87,8 @@ def _bridge_uniform(loan_key, path, step):
     return np.float64((h >> _U(11)) | _U(1)) * _TO_UNIT
 
 
-@njit(inline="always", **_jit)
-def slippage_factor(delta, sqrt_law):
-    """``_coupled_args.slippage_factor``: the same expressions in the same order."""
-    if delta <= 0.0:
-        return 1.0
-    if sqrt_law:
-        if delta < 1e-3:
-            return 1.0 - delta * (2.0 / 3.0 - delta * (0.25 - delta * (1.0 / 15.0 - delta * (1.0 / 72.0))))
-        return 2.0 * (-math.expm1(-delta) - delta * math.exp(-delta)) / (delta * delta)
-    if delta < 1e-3:
-        return 1.0 - delta * (0.5 - delta * (1.0 / 6.0 - delta * (1.0 / 24.0 - delta * (1.0 / 120.0))))
-    return -math.expm1(-delta) / delta
+# The spec's own function, compiled: the same expressions in the same order.
+slippage_factor = njit(inline="always", **_jit)(_ca_slippage_factor)
 
 
 @njit(inline="always", **_jit)
