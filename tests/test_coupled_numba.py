@@ -116,3 +116,30 @@ def test_without_coupling_equals_the_core_kernel():
                                atol=1e-12 * core.loan_loss.max())
     assert (coupled["path_cascade_rounds"] <= 1).all()
     np.testing.assert_array_equal(coupled["path_impact_drawdown"], 0.0)
+
+
+def test_loan_losses_add_in_path_order_over_many_rounds_of_paths():
+    """Workers run rounds of paths; a loan's losses from 37 paths (a deep crash, so most
+    loans lose on most paths) are still added in path order, for 1 and 2 threads."""
+    book, paths, notional, _ = _scenario(300, 37, 8, book_seed=11, path_seed=4)
+    crash = paths.prices.copy()
+    crash[:, 3:] *= 0.45
+    paths = type(paths)(crash, dt=paths.dt)
+    options = make_options(2, paths.n_steps, paths.n_paths, depth=notional * 0.01)
+    expected = simulate_coupled_naive(book, paths, options, seed=SEED)
+    assert (expected["loan_loss"] > 0).mean() > 0.5
+    for n_threads in (1, 2):
+        assert_same(run_coupled("numba", book, paths, options, seed=SEED, n_threads=n_threads), expected)
+
+
+def test_call_levels_above_one_report_every_shortfall():
+    """With m > 1 a loan below its call level can owe more than its collateral is worth:
+    the horizon looks at every loan, not only those that were near a trigger."""
+    book, paths, notional, _ = _scenario(200, 6, 5, book_seed=2, path_seed=3)
+    high = LoanBook(asset=book.asset, collateral=book.collateral, debt=book.debt * 2.2, rate=book.rate,
+                    margin_call_ltv=1.5, liquidation_ltv=1.6, target_ltv=1.2, cure_steps=book.cure_steps,
+                    fee=book.fee, topup_prob=book.topup_prob)
+    options = make_options(2, paths.n_steps, paths.n_paths, depth=notional * 0.01)
+    expected = simulate_coupled_naive(high, paths, options, seed=SEED)
+    assert (expected["path_unrealised"] > 0).sum() >= 3
+    assert_same(run_coupled("numba", high, paths, options, seed=SEED, n_threads=2), expected)

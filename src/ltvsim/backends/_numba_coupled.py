@@ -1,32 +1,29 @@
 """The coupled kernel (market impact, cascades, liquidation rules, crossings) compiled
-with numba (``parallel=True``); ``tests/naive_coupled.py`` is its specification.
+with numba (``parallel=True``); ``tests/naive_coupled.py`` is its specification, and
+the Cython kernel (``_cython_coupled.pyx``) is the same design, name for name.
 
-Design (the Cython kernel uses the same names and layout):
+Design:
 
-* Paths run in groups of ``COUPLED_GROUP`` with steps outermost: within a step every
-  loan of a path must see the price the other loans' forced sales left behind. Per
-  group the state is ``[n_loans, COUPLED_GROUP]`` per field, O(loans), never
-  O(loans x paths).
-* Per step: sweep 1 (the core rules at the step's opening price; liquidations put up
-  orders) runs in parallel over chunks of ``LOAN_CHUNK`` loans, each chunk writing
-  only its own accumulators and loans. Then, while a path has orders: its clearing
-  (fill share, impact, slippage, execution price) runs serially per path and asset,
-  and sweep k >= 2 settles the orders and liquidates loans the new price pushed over
-  their level, again in parallel over chunks. Sums over chunks are serial, in chunk
-  order, so no result depends on the thread count.
-* Pristine skipping: until a loan is touched, every path of the group has it open,
-  uncalled, with its initial collateral and the shared debt schedule ``D0 * g * g
-  ...``. It is skipped while the group's lowest price is above the core's guard
-  threshold (its LTV is then provably below the call level on every path) and, with
-  crossings, no crossing can be drawn. The first time that fails its rows are
-  initialised and it is evaluated exactly from then on.
-* Sweeps k >= 2 visit only the chunk's loans with an order (a list kept in loan
-  order) unless the price fell to a chunk's highest trigger price (``crit``, the
-  largest price at which one of its open loan-paths could reach its liquidation
-  level), in which case the chunk's loans are scanned in order.
-* Every float is computed with the reference's expressions in its order, and every
-  per-path sum is added per chunk in event order, then chunk by chunk: the results
-  are the reference's, bit for bit.
+* Paths are independent; the loans of one path interact only through its price. So
+  each worker runs whole paths, one at a time (``_run_path``), steps outermost, with
+  its own scratch: O(loans) per worker, never O(loans x paths).
+* Most loans never come near a trigger. Per asset, loans are ordered once by their call
+  guard price (above it, LTV < m holds provably at every step, with the largest debt
+  the loan can reach). A loan gets a slot, its position in that order, when a price of
+  the path first reaches its guard (or, with crossings, when a crossing of its
+  liquidation level could be drawn); until then the reference's rules leave it as it
+  was, so it is never looked at. The loan arrays are permuted into that order once, so
+  activation and sweeps read memory in order.
+* Sweep 1 visits the live slots: a slot with no call, no order and its price above its
+  call guard is skipped (its debt accrues lazily, by the same repeated multiplications);
+  the others run the reference's rules. Sweeps k >= 2 visit the "near" slots (their
+  liquidation guard within ``_NEAR_SHARE`` of the opening price) unless the price fell
+  below that share, when every live slot is scanned.
+* Orders of a round are kept as keys ``loan << 32 | slot`` and sorted (radix), so that
+  the round's requested units are added per chunk of ``LOAN_CHUNK`` loans in loan order,
+  then chunk by chunk, and settled in loan order: per-path money is the reference's sum,
+  bit for bit. Per-loan outputs are logged per path and added in path order after each
+  round of paths, so nothing depends on the thread count.
 """
 import math
 
@@ -40,7 +37,6 @@ from .._rng import MASK64, mix64
 from ._coupled_args import (
     BRIDGE_REACH,
     COUPLED_CLOSED,
-    COUPLED_GROUP,
     COUPLED_LIQUIDATING,
     COUPLED_OPEN,
     MODE_CLOSE_FACTOR,
@@ -56,7 +52,6 @@ from ._numba_kernel import _TO_UNIT, _U, _mix64, _uniform
 
 _BRIDGE_BIT = _U(1 << 63)
 
-_G = COUPLED_GROUP
 _OPEN, _LIQUIDATING, _CLOSED = COUPLED_OPEN, COUPLED_LIQUIDATING, COUPLED_CLOSED
 _NONE, _FULL_ORDER, _PART_ORDER = ORDER_NONE, ORDER_FULL, ORDER_PART
 _FULL_MODE, _PARTIAL_MODE, _CLOSE_FACTOR_MODE = MODE_FULL, MODE_PARTIAL, MODE_CLOSE_FACTOR
@@ -71,10 +66,6 @@ _BRIDGE_REACH = BRIDGE_REACH
 # Extra relative margin of the crossing skip test (the probability bound has ~2.5 in
 # its exponent to spare; this only guards the rounding of the test itself).
 _BRIDGE_SLACK = 1.0 + 1e-9
-
-# A loan's ``touched`` state in the group: pristine (no rows yet), touched (its rows
-# hold every lane's state), dead (closed on every lane: nothing left to do).
-_PRISTINE, _TOUCHED, _DEAD = 0, 1, 2
 
 _jit = dict(cache=True, nogil=True, error_model="numpy", fastmath=False)
 _jit_no_nrt = dict(_jit, _nrt=False)
@@ -107,17 +98,25 @@ def _trigger_price(debt, collateral, level):
     return threshold * (1.0 + _MARGIN)
 
 
-@njit(**_jit_no_nrt)
-def _liquidate(i, j, ltv, price, tau, fee, l, mode, close_factor, full_close_ltv,
+# Upper bound of a debt's growth over the remaining steps, beyond the rounding of the
+# repeated multiplications (at most ~30 ulps, far below this).
+_GROWTH_SLACK = 1.0 + 1e-13
+#: Sweeps k >= 2 visit the "near" slots (liquidation guard at least this share of the
+#: step's opening price) while the price stays above that share; else every live slot.
+_NEAR_SHARE = 0.9
+
+
+@njit(inline="always", **_jit_no_nrt)
+def _slot_liquidate(s, ltv, price, tau, fee, l, mode, close_factor, full_close_ltv,
                min_liquidation, st_q, st_debt, st_call, st_topup, st_order, st_kind,
                st_status, st_had_liq, acc_counts, c):
     """Put up a liquidation order sized at ``price`` (reference ``_liquidate``)."""
-    acc_counts[c, _LIQUIDATIONS, j] += 1
-    st_had_liq[i, j] = 1
-    st_call[i, j] = -1
-    st_topup[i, j] = -1
-    q = st_q[i, j]
-    debt = st_debt[i, j]
+    acc_counts[c, _LIQUIDATIONS] += 1
+    st_had_liq[s] = 1
+    st_call[s] = -1
+    st_topup[s] = -1
+    q = st_q[s]
+    debt = st_debt[s]
     quantity = q
     if mode == _PARTIAL_MODE:
         denominator = price / (1.0 + fee) - tau * price
@@ -130,28 +129,28 @@ def _liquidate(i, j, ltv, price, tau, fee, l, mode, close_factor, full_close_ltv
     if not full and min_liquidation > 0.0:
         repaid = quantity * price / (1.0 + fee)
         full = repaid < min_liquidation or debt - repaid < min_liquidation
-    st_order[i, j] = q if full else quantity
-    st_kind[i, j] = _FULL_ORDER if full else _PART_ORDER
-    st_status[i, j] = _LIQUIDATING
+    st_order[s] = q if full else quantity
+    st_kind[s] = _FULL_ORDER if full else _PART_ORDER
+    st_status[s] = _LIQUIDATING
 
 
-@njit(**_jit_no_nrt)
-def _round_one(i, j, t, path, price, previous_price, m, l, tau, cure, fee, topup_prob,
+@njit(inline="always", **_jit_no_nrt)
+def _slot_round_one(s, t, path, price, previous_price, m, l, tau, cure, fee, topup_prob,
                loan_key, bridge, variance, mode, close_factor, full_close_ltv,
                min_liquidation, st_q, st_debt, st_call, st_topup, st_order, st_kind,
                st_status, st_acted, st_had_call, st_had_liq, acc_counts, c):
     """The core rules of one open loan-path at the step's opening price (reference
     ``_round_one``); True if it liquidates."""
-    q = st_q[i, j]
-    debt = st_debt[i, j]
+    q = st_q[s]
+    debt = st_debt[s]
     ltv = debt / (q * price)
-    if st_topup[i, j] == t:
-        st_topup[i, j] = -1
+    if st_topup[s] == t:
+        st_topup[s] = -1
         if ltv >= m:
-            st_q[i, j] = debt / (tau * price)
-            st_call[i, j] = -1
-            acc_counts[c, _TOPUPS, j] += 1
-            st_acted[i, j] = 1
+            st_q[s] = debt / (tau * price)
+            st_call[s] = -1
+            acc_counts[c, _TOPUPS] += 1
+            st_acted[s] = 1
             return False
     liquidate = False
     if bridge and t >= 1 and ltv < l:
@@ -166,37 +165,37 @@ def _round_one(i, j, t, path, price, previous_price, m, l, tau, cure, fee, topup
     elif ltv >= l:
         liquidate = True
     elif ltv >= m:
-        if st_call[i, j] < 0:
-            st_call[i, j] = t
-            st_had_call[i, j] = 1
-            acc_counts[c, _CALLS, j] += 1
+        if st_call[s] < 0:
+            st_call[s] = t
+            st_had_call[s] = 1
+            acc_counts[c, _CALLS] += 1
             if _uniform(loan_key, path, t) < topup_prob:
-                st_topup[i, j] = t + 1
-        elif cure >= 1 and t - st_call[i, j] >= cure:
+                st_topup[s] = t + 1
+        elif cure >= 1 and t - st_call[s] >= cure:
             liquidate = True
     else:
-        st_call[i, j] = -1
-        st_topup[i, j] = -1
+        st_call[s] = -1
+        st_topup[s] = -1
     if liquidate:
-        _liquidate(i, j, ltv, price, tau, fee, l, mode, close_factor, full_close_ltv,
+        _slot_liquidate(s, ltv, price, tau, fee, l, mode, close_factor, full_close_ltv,
                    min_liquidation, st_q, st_debt, st_call, st_topup, st_order, st_kind,
                    st_status, st_had_liq, acc_counts, c)
     return liquidate
 
 
-@njit(**_jit_no_nrt)
-def _settle(i, j, t, a, fee, fill, execution, st_q, st_debt, st_principal, st_order,
+@njit(inline="always", **_jit_no_nrt)
+def _slot_settle(s, t, a, fee, fill, execution, st_q, st_debt, st_principal, st_order,
             st_kind, st_status, st_loss, acc_money, acc_counts, acc_sold, acc_step_money,
             acc_step_sold, record, c):
     """Sell this round's fill of the loan-path's order at ``execution`` (reference
     ``_settle``)."""
-    debt = st_debt[i, j]
-    principal = st_principal[i, j]
-    q = st_q[i, j]
+    debt = st_debt[s]
+    principal = st_principal[s]
+    q = st_q[s]
     interest = debt - principal
     if interest < 0.0:
         interest = 0.0
-    if st_kind[i, j] == _FULL_ORDER and fill == 1.0:
+    if st_kind[s] == _FULL_ORDER and fill == 1.0:
         proceeds = q * execution
         fee_due = fee * debt
         fee_paid = proceeds if proceeds < fee_due else fee_due
@@ -206,23 +205,23 @@ def _settle(i, j, t, a, fee, fill, execution, st_q, st_debt, st_principal, st_or
         principal_paid = rest if rest < principal else principal
         residual = rest - principal_paid
         loss = (interest - interest_paid) + (principal - principal_paid)
-        acc_money[c, _FEES, j] += fee_paid
-        acc_money[c, _INTEREST, j] += interest_paid
-        acc_money[c, _PRINCIPAL, j] += principal_paid
-        acc_money[c, _RESIDUAL, j] += residual
-        acc_money[c, _PROCEEDS, j] += proceeds
-        acc_money[c, _DEBT_CLOSED, j] += interest + principal
-        acc_money[c, _LOSS, j] += loss
+        acc_money[c, _FEES] += fee_paid
+        acc_money[c, _INTEREST] += interest_paid
+        acc_money[c, _PRINCIPAL] += principal_paid
+        acc_money[c, _RESIDUAL] += residual
+        acc_money[c, _PROCEEDS] += proceeds
+        acc_money[c, _DEBT_CLOSED] += interest + principal
+        acc_money[c, _LOSS] += loss
         if record:
-            acc_step_money[c, _STEP_LOSS, t, j] += loss
-            acc_step_money[c, _STEP_FEES, t, j] += fee_paid
-            acc_step_sold[c, t, a, j] += q
-        acc_sold[c, a, j] += q
-        st_loss[i, j] = loss
-        st_status[i, j] = _CLOSED
-        acc_counts[c, _FULL, j] += 1
+            acc_step_money[c, _STEP_LOSS, t] += loss
+            acc_step_money[c, _STEP_FEES, t] += fee_paid
+            acc_step_sold[c, t, a] += q
+        acc_sold[c, a] += q
+        st_loss[s] = loss
+        st_status[s] = _CLOSED
+        acc_counts[c, _FULL] += 1
         return
-    x = st_order[i, j] if fill == 1.0 else st_order[i, j] * fill
+    x = st_order[s] if fill == 1.0 else st_order[s] * fill
     if x <= 0.0:
         return  # nothing sold this round: the whole order waits
     proceeds = x * execution
@@ -230,526 +229,632 @@ def _settle(i, j, t, a, fee, fill, execution, st_q, st_debt, st_principal, st_or
     if repaid >= debt:
         fee_paid = fee * debt
         residual = proceeds - fee_paid - interest - principal
-        acc_money[c, _FEES, j] += fee_paid
-        acc_money[c, _INTEREST, j] += interest
-        acc_money[c, _PRINCIPAL, j] += principal
-        acc_money[c, _RESIDUAL, j] += residual
-        acc_money[c, _PROCEEDS, j] += proceeds
-        acc_money[c, _DEBT_CLOSED, j] += interest + principal
-        acc_money[c, _LOSS, j] += 0.0
+        acc_money[c, _FEES] += fee_paid
+        acc_money[c, _INTEREST] += interest
+        acc_money[c, _PRINCIPAL] += principal
+        acc_money[c, _RESIDUAL] += residual
+        acc_money[c, _PROCEEDS] += proceeds
+        acc_money[c, _DEBT_CLOSED] += interest + principal
+        acc_money[c, _LOSS] += 0.0
         if record:
-            acc_step_money[c, _STEP_FEES, t, j] += fee_paid
-            acc_step_sold[c, t, a, j] += x
-        acc_sold[c, a, j] += x
-        st_status[i, j] = _CLOSED
-        acc_counts[c, _FULL, j] += 1
+            acc_step_money[c, _STEP_FEES, t] += fee_paid
+            acc_step_sold[c, t, a] += x
+        acc_sold[c, a] += x
+        st_status[s] = _CLOSED
+        acc_counts[c, _FULL] += 1
         return
     fee_paid = fee * repaid
     interest_paid = repaid if repaid < interest else interest
     principal_paid = repaid - interest_paid
-    st_debt[i, j] = debt - repaid
+    st_debt[s] = debt - repaid
     remaining_principal = principal - principal_paid
-    st_principal[i, j] = remaining_principal if remaining_principal > 0.0 else 0.0
-    st_q[i, j] = q - x
-    acc_money[c, _FEES, j] += fee_paid
-    acc_money[c, _INTEREST, j] += interest_paid
-    acc_money[c, _PRINCIPAL, j] += principal_paid
-    acc_money[c, _RESIDUAL, j] += 0.0
-    acc_money[c, _PROCEEDS, j] += proceeds
-    acc_money[c, _DEBT_CLOSED, j] += repaid
-    acc_money[c, _LOSS, j] += 0.0
+    st_principal[s] = remaining_principal if remaining_principal > 0.0 else 0.0
+    st_q[s] = q - x
+    acc_money[c, _FEES] += fee_paid
+    acc_money[c, _INTEREST] += interest_paid
+    acc_money[c, _PRINCIPAL] += principal_paid
+    acc_money[c, _RESIDUAL] += 0.0
+    acc_money[c, _PROCEEDS] += proceeds
+    acc_money[c, _DEBT_CLOSED] += repaid
+    acc_money[c, _LOSS] += 0.0
     if record:
-        acc_step_money[c, _STEP_FEES, t, j] += fee_paid
-        acc_step_sold[c, t, a, j] += x
-    acc_sold[c, a, j] += x
+        acc_step_money[c, _STEP_FEES, t] += fee_paid
+        acc_step_sold[c, t, a] += x
+    acc_sold[c, a] += x
     if fill == 1.0:
-        st_status[i, j] = _OPEN
-        st_order[i, j] = 0.0
+        st_status[s] = _OPEN
+        st_order[s] = 0.0
     else:
-        st_order[i, j] = st_order[i, j] - x
+        st_order[s] = st_order[s] - x
 
 
 @njit(inline="always", **_jit_no_nrt)
-def _lane_trigger(idle, debt, q, l):
-    """A lane's trigger price for sweeps k >= 2 (``_trigger_price`` without branches):
-    above it an idle open loan-path provably stays below its liquidation level; -inf
-    where it cannot liquidate (not ``idle``), +inf where the bound does not hold."""
-    level_collateral = q * l
-    threshold = debt / level_collateral
-    usable = ((_TINY <= l) & (l <= _HUGE) & (_TINY <= q) & (q <= _HUGE)
-              & (_TINY <= level_collateral) & (level_collateral <= _HUGE)
-              & (_TINY <= debt) & (debt <= _HUGE) & (_TINY <= threshold) & (threshold <= _HUGE)
-              & (_TINY <= q * threshold) & (q * threshold <= _HUGE))
-    trigger = threshold * (1.0 + _MARGIN) if usable else np.inf
-    return trigger if idle else -np.inf
+def _catch_up(s, t, growth, st_debt, st_debt_step):
+    """Accrue a slot's debt to step ``t`` lazily: the same repeated multiplication the
+    reference does step by step."""
+    d = st_debt[s]
+    k = st_debt_step[s]
+    while k < t:
+        d = d * growth
+        k += 1
+    st_debt[s] = d
+    st_debt_step[s] = t
 
 
 @njit(inline="always", **_jit_no_nrt)
-def _touch(i, n_group, debt, collateral0, debt0, l, st_status, st_q, st_debt, st_principal,
-           st_call, st_topup, st_order, st_kind, st_pending, st_acted, st_had_call,
-           st_had_liq, st_loss, st_trigger, touched):
-    """First look at a pristine loan: its rows from (q0, the schedule's debt, D0). Lanes
-    past the group's last path are closed (never looked at)."""
-    trigger = _trigger_price(debt, collateral0, l)
-    for j in range(_G):
-        st_status[i, j] = _OPEN if j < n_group else _CLOSED
-        st_q[i, j] = collateral0
-        st_debt[i, j] = debt
-        st_principal[i, j] = debt0
-        st_call[i, j] = -1
-        st_topup[i, j] = -1
-        st_order[i, j] = 0.0
-        st_kind[i, j] = _NONE
-        st_pending[i, j] = 0
-        st_acted[i, j] = 0
-        st_had_call[i, j] = 0
-        st_had_liq[i, j] = 0
-        st_loss[i, j] = 0.0
-        st_trigger[i, j] = trigger if j < n_group else -np.inf
-    touched[i] = _TOUCHED
+def _refresh_guards(s, gmax_p, m_p, l_p, st_q, st_debt, st_cg, st_lg):
+    """A slot's call and liquidation guard prices for its present debt and collateral:
+    above them its LTV is provably below m (resp. l) for every later step."""
+    bound = st_debt[s] * gmax_p[s] * _GROWTH_SLACK
+    q = st_q[s]
+    st_cg[s] = _trigger_price(bound, q, m_p[s])
+    st_lg[s] = _trigger_price(bound, q, l_p[s])
+
+
+@njit(parallel=True, **_jit_no_nrt)
+def _loan_guards(collateral_of, debt_of, gmax_of, m_of, l_of, cg_key, lg_key):
+    for i in prange(debt_of.shape[0]):
+        bound = debt_of[i] * gmax_of[i] * _GROWTH_SLACK
+        cg_key[i] = _trigger_price(bound, collateral_of[i], m_of[i])
+        lg_key[i] = _trigger_price(bound, collateral_of[i], l_of[i])
+
+
+_SLOT_BITS = 32
+_SLOT_MASK = (1 << 32) - 1
+
+
+@njit(inline="always", **_jit_no_nrt)
+def _pack(i, s):
+    """A pending order's key: sorting keys sorts by loan index; the slot rides along."""
+    return (i << _SLOT_BITS) | s
+
+
+_RADIX_BITS = 11
 
 
 @njit(**_jit_no_nrt)
-def _sweep_one(c, t, n_group, group_start, path_offset, price, previous_price, price_min,
-               bridge_min, bridge_low, bridge_reach, asset_of, collateral_of, debt_of,
-               growth_of, m_of, l_of, tau_of, cure_of, fee_of, topup_of, seed_key, mode,
-               close_factor, full_close_ltv, min_liquidation, bridge, variance, touched,
-               schedule, pristine_threshold, st_status, st_q, st_debt, st_principal, st_call,
-               st_topup, st_order, st_kind, st_pending, st_acted, st_had_call, st_had_liq,
-               st_loss, st_trigger, acc_counts, requested, crit_pristine, crit_touched,
-               order_list, order_count):
-    """Sweep 1 over the loans of chunk ``c``: accrue, the core rules at the opening
-    price, orders put up; the chunk's trigger prices and its list of orders.
-
-    A touched loan first runs a branch-free pass over its lanes (accrue; is anything
-    due: an order, a call in progress, LTV >= m, a possible crossing?); the reference's
-    rules run only on the lanes where something is. On the others they would change
-    nothing (LTV < m, no call: the cure branch resets what is already reset).
-    """
-    n_assets = requested.shape[1]
-    for a in range(n_assets):
-        crit_pristine[c, a] = -np.inf
-        for j in range(_G):
-            requested[c, a, j] = 0.0
-            crit_touched[c, a, j] = -np.inf
-    n_orders = 0
-    start = c * _LOAN_CHUNK
-    stop = min(start + _LOAN_CHUNK, debt_of.shape[0])
-    crossings = bridge and t >= 1
-    for i in range(start, stop):
-        state = touched[i]
-        if state == _DEAD:
-            continue
-        a = asset_of[i]
-        accrue = t >= 1
-        if state == _PRISTINE:
-            debt = schedule[i]
-            if accrue:
-                debt = debt * growth_of[i]
-                schedule[i] = debt
-            collateral0 = collateral_of[i]
-            threshold = _trigger_price(debt, collateral0, m_of[i])
-            pristine_threshold[i] = threshold
-            if price_min[a] > threshold:
-                skip = True
-                if crossings:
-                    level = debt / (collateral0 * l_of[i])
-                    skip = (_TINY <= level <= _HUGE
-                            and bridge_min[a] > level * (1.0 + _MARGIN) * bridge_reach[a])
-                if skip:
-                    if threshold > crit_pristine[c, a]:
-                        crit_pristine[c, a] = threshold
-                    continue
-            _touch(i, n_group, debt, collateral0, debt_of[i], l_of[i], st_status, st_q, st_debt,
-                   st_principal, st_call, st_topup, st_order, st_kind, st_pending, st_acted,
-                   st_had_call, st_had_liq, st_loss, st_trigger, touched)
-            accrue = False
-        m = m_of[i]
-        l = l_of[i]
-        # Branch-free pass over the lanes (x * 1.0 == x: no accrual at t = 0). A lane
-        # open at LTV < m where no crossing can be drawn only has its call ended (the
-        # reference's cure branch; a top-up due is then cancelled): done here. The
-        # others (an order, LTV >= m, a possible crossing) are marked in ``due``.
-        growth = growth_of[i] if accrue else 1.0
-        due = 0
-        n_closed = 0
-        for j in range(_G):
-            status = st_status[i, j]
-            debt = st_debt[i, j] * growth
-            st_debt[i, j] = debt
-            st_acted[i, j] = 0
-            q = st_q[i, j]
-            ltv = debt / (q * price[a, j])
-            is_open = status == _OPEN
-            quiet = is_open & (ltv < m)
-            if crossings:
-                level = debt / (q * l)
-                far = (_TINY <= level) & (level <= _HUGE) & (bridge_low[a, j] > level * (1.0 + _MARGIN) * bridge_reach[a])
-                quiet = quiet & far
-            st_call[i, j] = -1 if quiet else st_call[i, j]
-            st_topup[i, j] = -1 if quiet else st_topup[i, j]
-            due |= ((status == _LIQUIDATING) | (is_open & ~quiet)) << j
-            n_closed += status == _CLOSED
-            st_trigger[i, j] = _lane_trigger(is_open, debt, q, l)
-        if n_closed == _G:
-            touched[i] = _DEAD
-            continue
-        if due != 0:
-            loan_key = _mix64(seed_key ^ _U(i))
-            has_order = False
-            for j in range(n_group):
-                if not (due >> j) & 1:
-                    continue
-                if st_status[i, j] == _LIQUIDATING:
-                    st_pending[i, j] = 1
-                    st_acted[i, j] = 1
-                    requested[c, a, j] += st_order[i, j]
-                    has_order = True
-                else:
-                    v = variance[a, t, group_start + j] if bridge else 0.0
-                    if _round_one(i, j, t, path_offset + group_start + j, price[a, j],
-                                  previous_price[a, j], m, l, tau_of[i], cure_of[i], fee_of[i],
-                                  topup_of[i], loan_key, bridge, v, mode, close_factor,
-                                  full_close_ltv, min_liquidation, st_q, st_debt, st_call, st_topup,
-                                  st_order, st_kind, st_status, st_acted, st_had_call, st_had_liq,
-                                  acc_counts, c):
-                        st_pending[i, j] = 1
-                        st_acted[i, j] = 1
-                        requested[c, a, j] += st_order[i, j]
-                        has_order = True
-                # After the rules: an idle open lane keeps a trigger price, others none.
-                idle = st_status[i, j] == _OPEN and st_acted[i, j] == 0
-                st_trigger[i, j] = _lane_trigger(idle, st_debt[i, j], st_q[i, j], l)
-            if has_order:
-                order_list[c, n_orders] = i
-                n_orders += 1
-        for j in range(_G):
-            crit_touched[c, a, j] = max(crit_touched[c, a, j], st_trigger[i, j])
-    order_count[c] = n_orders
+def _sort_prefix(keys, n, tmp, counts, loan_bits):
+    """Sort ``keys[:n]`` (``_pack``ed, distinct loans) by loan index, in place: insertion
+    sort when short, else least-significant-digit radix sort through ``tmp``."""
+    if n < 48:
+        for k in range(1, n):
+            key = keys[k]
+            j = k - 1
+            while j >= 0 and keys[j] > key:
+                keys[j + 1] = keys[j]
+                j -= 1
+            keys[j + 1] = key
+        return
+    radix = 1 << _RADIX_BITS
+    src = keys
+    dst = tmp
+    shift = _SLOT_BITS
+    while shift < _SLOT_BITS + loan_bits:
+        for d in range(radix):
+            counts[d] = 0
+        for k in range(n):
+            counts[(src[k] >> shift) & (radix - 1)] += 1
+        running = 0
+        for d in range(radix):
+            c = counts[d]
+            counts[d] = running
+            running += c
+        for k in range(n):
+            d = (src[k] >> shift) & (radix - 1)
+            dst[counts[d]] = src[k]
+            counts[d] += 1
+        src, dst = dst, src
+        shift += _RADIX_BITS
+    if src is not keys:
+        for k in range(n):
+            keys[k] = src[k]
 
 
 @njit(**_jit_no_nrt)
-def _sweep_next(c, t, n_group, decide, active, price, price_min, fill, execution,
-                asset_of, collateral_of, debt_of, l_of, tau_of, fee_of, mode, close_factor,
-                full_close_ltv, min_liquidation, touched, schedule, pristine_threshold,
-                st_status, st_q, st_debt, st_principal, st_call, st_topup, st_order,
-                st_kind, st_pending, st_acted, st_had_call, st_had_liq, st_loss, st_trigger,
-                acc_money, acc_counts, acc_sold, acc_step_money, acc_step_sold, record,
-                requested, crit_pristine, crit_touched, order_list, order_count,
-                new_order_list, new_order_count):
-    """Sweep k >= 2 over chunk ``c``: settle the last round's orders (in loan order),
-    then, while rounds may still decide, liquidate the loans the new price pushed over
-    their level (a scan in loan order, only where a trigger price was reached; a loan
-    only where one of its lanes' trigger price was)."""
-    n_assets = requested.shape[1]
+def _chunked_totals(pending, n_pending, asset_p, st_order, total, part):
+    """Requested units per asset: per chunk in loan order, then chunk by chunk (the
+    reference's order; ``pending`` holds sorted ``_pack``ed keys)."""
+    n_assets = total.shape[0]
     for a in range(n_assets):
-        for j in range(_G):
-            requested[c, a, j] = 0.0
-    for k in range(order_count[c]):
-        i = order_list[c, k]
-        a = asset_of[i]
-        fee = fee_of[i]
-        for j in range(n_group):
-            if active[j] and st_pending[i, j]:
-                st_pending[i, j] = 0
-                _settle(i, j, t, a, fee, fill[a, j], execution[a, j], st_q, st_debt,
-                        st_principal, st_order, st_kind, st_status, st_loss, acc_money,
-                        acc_counts, acc_sold, acc_step_money, acc_step_sold, record, c)
-    n_orders = 0
-    scan = False
-    if decide:
+        total[a] = 0.0
+        part[a] = 0.0
+    chunk = -1
+    for k in range(n_pending):
+        i = pending[k] >> _SLOT_BITS
+        s = pending[k] & _SLOT_MASK
+        c = i // _LOAN_CHUNK
+        if c != chunk:
+            if chunk >= 0:
+                for a in range(n_assets):
+                    total[a] += part[a]
+                    part[a] = 0.0
+            chunk = c
+        part[asset_p[s]] += st_order[s]
+    if chunk >= 0:
         for a in range(n_assets):
-            for j in range(n_group):
-                if active[j] and (price[a, j] <= crit_pristine[c, a] or price[a, j] <= crit_touched[c, a, j]):
-                    scan = True
-    if scan:
-        start = c * _LOAN_CHUNK
-        stop = min(start + _LOAN_CHUNK, debt_of.shape[0])
-        for i in range(start, stop):
-            state = touched[i]
-            if state == _DEAD:
-                continue
-            a = asset_of[i]
-            if state == _PRISTINE:
-                if price_min[a] > pristine_threshold[i]:
-                    continue
-                _touch(i, n_group, schedule[i], collateral_of[i], debt_of[i], l_of[i], st_status,
-                       st_q, st_debt, st_principal, st_call, st_topup, st_order, st_kind,
-                       st_pending, st_acted, st_had_call, st_had_liq, st_loss, st_trigger,
-                       touched)
-            n_near = 0
-            for j in range(_G):  # inactive lanes (active 0) never count
-                n_near += active[j] & (price[a, j] <= st_trigger[i, j])
-            if n_near == 0:
-                continue
-            l = l_of[i]
-            has_order = False
-            for j in range(n_group):
-                if active[j] and st_status[i, j] == _OPEN and st_acted[i, j] == 0:
-                    ltv = st_debt[i, j] / (st_q[i, j] * price[a, j])
-                    if ltv >= l:
-                        _liquidate(i, j, ltv, price[a, j], tau_of[i], fee_of[i], l, mode,
-                                   close_factor, full_close_ltv, min_liquidation, st_q,
-                                   st_debt, st_call, st_topup, st_order, st_kind, st_status,
-                                   st_had_liq, acc_counts, c)
-                        st_pending[i, j] = 1
-                        st_acted[i, j] = 1
-                        st_trigger[i, j] = -np.inf
-                        requested[c, a, j] += st_order[i, j]
-                        has_order = True
-            if has_order:
-                new_order_list[c, n_orders] = i
-                n_orders += 1
-    new_order_count[c] = n_orders
+            total[a] += part[a]
+
+
+@njit(inline="always", **_jit_no_nrt)
+def _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive, act_list, n_act,
+              st_status, st_q, st_debt, st_debt_step, st_principal, st_call, st_topup,
+              st_order, st_kind, st_acted, st_acted_step, st_had_call, st_had_liq, st_loss,
+              st_cg, st_lg):
+    """Open slot ``s`` (the loan at that position of the activation order) as the
+    reference has it before it is first touched: its debt not accrued yet (lazily)."""
+    is_active[s] = 1
+    st_status[s] = _OPEN
+    st_q[s] = collateral_p[s]
+    st_debt[s] = debt_p[s]
+    st_debt_step[s] = 0
+    st_principal[s] = debt_p[s]
+    st_call[s] = -1
+    st_topup[s] = -1
+    st_order[s] = 0.0
+    st_kind[s] = 0
+    st_acted[s] = 0
+    st_acted_step[s] = -1
+    st_had_call[s] = 0
+    st_had_liq[s] = 0
+    st_loss[s] = 0.0
+    st_cg[s] = cg_p[s]
+    st_lg[s] = lg_p[s]
+    alive[n_alive] = s
+    act_list[n_act] = s
 
 
 @njit(**_jit_no_nrt)
-def _record_exposure(c, t, n_group, price, asset_of, collateral_of, touched, schedule,
-                     st_status, st_q, st_debt, acc_step_money):
-    """After the step: debt and collateral value of the chunk's open loan-paths."""
-    start = c * _LOAN_CHUNK
-    stop = min(start + _LOAN_CHUNK, asset_of.shape[0])
-    for i in range(start, stop):
-        a = asset_of[i]
-        if touched[i] == _PRISTINE:
-            debt = schedule[i]
-            q = collateral_of[i]
-            for j in range(n_group):
-                acc_step_money[c, _STEP_OPEN_DEBT, t, j] += debt
-                acc_step_money[c, _STEP_COLLATERAL_VALUE, t, j] += q * price[a, j]
-            continue
-        for j in range(n_group):
-            if st_status[i, j] != _CLOSED:
-                acc_step_money[c, _STEP_OPEN_DEBT, t, j] += st_debt[i, j]
-                acc_step_money[c, _STEP_COLLATERAL_VALUE, t, j] += st_q[i, j] * price[a, j]
+def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, position,
+              debt_horizon, mode, close_factor, full_close_ltv, min_liquidation, max_sell,
+              depth, depth_move, sqrt_law, share, decay, max_rounds, bridge, variance,
+              full_horizon, loan_p, asset_p, collateral_p, debt_p, growth_p, m_p, l_p, tau_p,
+              cure_p, fee_p, topup_p, gmax_p, cg_p, lg_p, key_p, l_rank, order_start,
+              is_active, alive, act_list, near, pending, fresh, sort_tmp, radix_counts,
+              per_asset, c_ptr, l_ptr, st_status, st_q, st_debt, st_debt_step, st_principal,
+              st_call, st_topup, st_order, st_kind, st_acted, st_acted_step, st_had_call,
+              st_had_liq, st_loss, st_cg, st_lg, acc_money, acc_counts, acc_sold,
+              acc_step_money, acc_step_sold, schedule, path_money, path_counts, path_sold,
+              step_sold, step_loss, step_fees, step_open_debt, step_collateral_value,
+              path_rounds, path_drawdown, path_unsold, step_impact, log_loan, log_loss,
+              log_flags, log_row, log_count):
+    """Every loan on path ``jp`` of the block (global index ``path``).
 
-
-@njit(**_jit_no_nrt)
-def _horizon(c, n_group, final, asset_of, collateral_of, touched, schedule, st_status, st_q,
-             st_debt, st_order, st_had_call, st_had_liq, st_loss, acc_money, unsold,
-             loan_loss, loan_calls, loan_liquidated):
-    """After step T: unrealised exposure, unsold orders and the per-loan outputs."""
-    start = c * _LOAN_CHUNK
-    stop = min(start + _LOAN_CHUNK, asset_of.shape[0])
-    for i in range(start, stop):
-        a = asset_of[i]
-        if touched[i] == _PRISTINE:
-            debt = schedule[i]
-            q = collateral_of[i]
-            for j in range(n_group):
-                shortfall = debt - q * final[a, j]
-                acc_money[c, _UNREALISED, j] += shortfall if shortfall > 0.0 else 0.0
-            continue
-        total_loss = loan_loss[i]
-        n_called = 0
-        n_liquidated = 0
-        for j in range(n_group):
-            status = st_status[i, j]
-            if status != _CLOSED:
-                shortfall = st_debt[i, j] - st_q[i, j] * final[a, j]
-                acc_money[c, _UNREALISED, j] += shortfall if shortfall > 0.0 else 0.0
+    Slots are positions in the activation order: per asset, loans by descending call
+    guard price. A loan gets its slot when a price of the path reaches its guard (or,
+    with crossings, when a crossing of its liquidation level could be drawn); before
+    that the reference's rules provably leave it untouched. Per-path sums are added per
+    chunk of loans in event order, then chunk by chunk, as the reference does.
+    """
+    n_assets = prices.shape[0]
+    n_steps = prices.shape[1] - 1
+    n_loans = debt_of.shape[0]
+    n_chunks = acc_money.shape[0]
+    loan_bits = 1
+    while (1 << loan_bits) < n_loans:
+        loan_bits += 1
+    record = step_loss.shape[0] > 0
+    acc_money[:] = 0.0
+    acc_counts[:] = 0
+    acc_sold[:] = 0.0
+    if record:
+        acc_step_money[:] = 0.0
+        acc_step_sold[:] = 0.0
+        for i in range(n_loans):
+            schedule[i] = debt_of[i]
+    permanent = per_asset[0]
+    transient = per_asset[1]
+    price = per_asset[2]
+    previous_price = per_asset[3]
+    low = per_asset[4]
+    reach = per_asset[5]
+    near_price = per_asset[6]
+    worst = per_asset[7]
+    fill = per_asset[8]
+    execution = per_asset[9]
+    sold_in_step = per_asset[10]
+    total = per_asset[11]
+    part = per_asset[12]
+    unsold = per_asset[13]
+    for a in range(n_assets):
+        permanent[a] = 0.0
+        transient[a] = 0.0
+        previous_price[a] = 0.0
+        reach[a] = 1.0
+        worst[a] = 1.0
+        unsold[a] = 0.0
+        c_ptr[a] = order_start[a]
+        l_ptr[a] = order_start[a]
+    n_alive = 0
+    n_act = 0
+    deepest = 0
+    for t in range(n_steps + 1):
+        crossings = bridge and t >= 1
+        for a in range(n_assets):
+            if t >= 1:
+                transient[a] = transient[a] * decay[a]
+            price[a] = prices[a, t, jp] * math.exp(-(permanent[a] + transient[a]))
+            sold_in_step[a] = 0.0
+            near_price[a] = price[a] * _NEAR_SHARE
+            if crossings:
+                low[a] = min(price[a], previous_price[a])
+                reach[a] = math.exp(math.sqrt(_BRIDGE_REACH * variance[a, t, jp])) * _BRIDGE_SLACK
+        # Activation: the price reached these loans' call guards (or, with crossings, a
+        # crossing of their liquidation level could be drawn).
+        for a in range(n_assets):
+            stop = order_start[a + 1]
+            s = c_ptr[a]
+            while s < stop and cg_p[s] >= price[a]:
+                if is_active[s] == 0:
+                    _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive,
+                              act_list, n_act, st_status, st_q, st_debt, st_debt_step,
+                              st_principal, st_call, st_topup, st_order, st_kind, st_acted,
+                              st_acted_step, st_had_call, st_had_liq, st_loss, st_cg, st_lg)
+                    n_alive += 1
+                    n_act += 1
+                s += 1
+            c_ptr[a] = s
+            if crossings:
+                k = l_ptr[a]
+                while k < stop and lg_p[l_rank[k]] * reach[a] >= low[a]:
+                    s = l_rank[k]
+                    if is_active[s] == 0:
+                        _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive,
+                                  act_list, n_act, st_status, st_q, st_debt, st_debt_step,
+                                  st_principal, st_call, st_topup, st_order, st_kind, st_acted,
+                                  st_acted_step, st_had_call, st_had_liq, st_loss, st_cg, st_lg)
+                        n_alive += 1
+                        n_act += 1
+                    k += 1
+                l_ptr[a] = k
+        # Sweep 1 over the live slots (closed ones leave the list).
+        n_pending = 0
+        n_near = 0
+        kept = 0
+        for k in range(n_alive):
+            s = alive[k]
+            status = st_status[s]
+            if status == _CLOSED:
+                continue
+            alive[kept] = s
+            kept += 1
+            a = asset_p[s]
             if status == _LIQUIDATING:
-                unsold[c, a, j] += st_order[i, j]
-            total_loss += st_loss[i, j]
-            n_called += st_had_call[i, j]
-            n_liquidated += st_had_liq[i, j]
-        loan_loss[i] = total_loss
-        loan_calls[i] += n_called
-        loan_liquidated[i] += n_liquidated
+                _catch_up(s, t, growth_p[s], st_debt, st_debt_step)
+                st_acted_step[s] = t
+                pending[n_pending] = _pack(loan_p[s], s)
+                n_pending += 1
+                continue
+            if st_call[s] < 0 and st_topup[s] < 0 and price[a] > st_cg[s]:
+                if not crossings or low[a] > st_lg[s] * reach[a]:
+                    # LTV < m, no call, no crossing possible: the rules change nothing.
+                    if st_lg[s] >= near_price[a]:
+                        near[n_near] = s
+                        n_near += 1
+                    continue
+            _catch_up(s, t, growth_p[s], st_debt, st_debt_step)
+            st_acted[s] = 0
+            i = loan_p[s]
+            v = variance[a, t, jp] if bridge else 0.0
+            if _slot_round_one(s, t, path, price[a], previous_price[a], m_p[s], l_p[s], tau_p[s],
+                               cure_p[s], fee_p[s], topup_p[s], key_p[s], bridge, v, mode,
+                               close_factor, full_close_ltv, min_liquidation, st_q, st_debt,
+                               st_call, st_topup, st_order, st_kind, st_status, st_acted,
+                               st_had_call, st_had_liq, acc_counts, i // _LOAN_CHUNK):
+                st_acted_step[s] = t
+                pending[n_pending] = _pack(i, s)
+                n_pending += 1
+            elif st_acted[s]:  # a top-up: more collateral, lower guards
+                st_acted_step[s] = t
+                _refresh_guards(s, gmax_p, m_p, l_p, st_q, st_debt, st_cg, st_lg)
+            elif st_lg[s] >= near_price[a]:
+                near[n_near] = s
+                n_near += 1
+        n_alive = kept
+        _sort_prefix(pending, n_pending, sort_tmp, radix_counts, loan_bits)
+        rounds = 0
+        round_number = 1
+        while True:
+            _chunked_totals(pending, n_pending, asset_p, st_order, total, part)
+            has_orders = False
+            for a in range(n_assets):
+                if total[a] > 0.0:
+                    has_orders = True
+            if not has_orders:
+                break
+            # Clearing (the reference's, per asset).
+            rounds += 1
+            for a in range(n_assets):
+                fill[a] = 1.0
+                execution[a] = price[a]
+                if total[a] <= 0.0:
+                    continue
+                room = max_sell[a] - sold_in_step[a]
+                if total[a] <= room:
+                    fill[a] = 1.0
+                    filled = total[a]
+                else:
+                    fill[a] = room / total[a] if room > 0.0 else 0.0
+                    filled = total[a] * fill[a]
+                sold_in_step[a] = sold_in_step[a] + filled
+                ratio = filled * prices[a, t, jp] / depth[a]
+                delta = depth_move[a] * (math.sqrt(ratio) if sqrt_law[a] else ratio)
+                execution[a] = price[a] * slippage_factor(delta, sqrt_law[a])
+                permanent[a] = permanent[a] + share[a] * delta
+                transient[a] = transient[a] + (1.0 - share[a]) * delta
+            for a in range(n_assets):
+                price[a] = prices[a, t, jp] * math.exp(-(permanent[a] + transient[a]))
+            round_number += 1
+            decide = round_number <= max_rounds
+            # Settle the last round's orders in loan order.
+            for k in range(n_pending):
+                i = pending[k] >> _SLOT_BITS
+                s = pending[k] & _SLOT_MASK
+                a = asset_p[s]
+                before = st_status[s]
+                _slot_settle(s, t, a, fee_p[s], fill[a], execution[a], st_q, st_debt,
+                             st_principal, st_order, st_kind, st_status, st_loss, acc_money,
+                             acc_counts, acc_sold, acc_step_money, acc_step_sold, record,
+                             i // _LOAN_CHUNK)
+                if st_status[s] == _OPEN and before == _LIQUIDATING:
+                    _refresh_guards(s, gmax_p, m_p, l_p, st_q, st_debt, st_cg, st_lg)
+            n_pending = 0
+            if not decide:
+                continue
+            # Loans the new price brought near: fresh slots, then the near list.
+            n_fresh = 0
+            for a in range(n_assets):
+                stop = order_start[a + 1]
+                s = c_ptr[a]
+                while s < stop and cg_p[s] >= price[a]:
+                    if is_active[s] == 0:
+                        _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive,
+                                  act_list, n_act, st_status, st_q, st_debt, st_debt_step,
+                                  st_principal, st_call, st_topup, st_order, st_kind, st_acted,
+                                  st_acted_step, st_had_call, st_had_liq, st_loss, st_cg, st_lg)
+                        n_alive += 1
+                        n_act += 1
+                        fresh[n_fresh] = s
+                        n_fresh += 1
+                    s += 1
+                c_ptr[a] = s
+            rescan = False
+            for a in range(n_assets):
+                if price[a] < near_price[a]:
+                    rescan = True
+            if rescan:
+                for a in range(n_assets):
+                    near_price[a] = min(near_price[a], price[a] * _NEAR_SHARE)
+                n_near = 0
+                for k in range(n_alive):
+                    s = alive[k]
+                    if st_status[s] == _OPEN and st_acted_step[s] != t and st_lg[s] >= near_price[asset_p[s]]:
+                        near[n_near] = s
+                        n_near += 1
+            else:
+                for k in range(n_fresh):
+                    s = fresh[k]
+                    if st_lg[s] >= near_price[asset_p[s]]:
+                        near[n_near] = s
+                        n_near += 1
+            for k in range(n_near):
+                s = near[k]
+                if st_status[s] != _OPEN or st_acted_step[s] == t:
+                    continue
+                a = asset_p[s]
+                if price[a] > st_lg[s]:
+                    continue
+                _catch_up(s, t, growth_p[s], st_debt, st_debt_step)
+                ltv = st_debt[s] / (st_q[s] * price[a])
+                if ltv >= l_p[s]:
+                    i = loan_p[s]
+                    _slot_liquidate(s, ltv, price[a], tau_p[s], fee_p[s], l_p[s], mode,
+                                    close_factor, full_close_ltv, min_liquidation, st_q, st_debt,
+                                    st_call, st_topup, st_order, st_kind, st_status, st_had_liq,
+                                    acc_counts, i // _LOAN_CHUNK)
+                    st_acted_step[s] = t
+                    pending[n_pending] = _pack(i, s)
+                    n_pending += 1
+            _sort_prefix(pending, n_pending, sort_tmp, radix_counts, loan_bits)
+        deepest = max(deepest, rounds)
+        for a in range(n_assets):
+            previous_price[a] = price[a]
+            factor = math.exp(-(permanent[a] + transient[a]))
+            if record:
+                step_impact[t, a, jp] = factor
+            worst[a] = factor if factor < worst[a] else worst[a]
+        if record:
+            for i in range(n_loans):
+                c = i // _LOAN_CHUNK
+                a = asset_of[i]
+                if t >= 1:
+                    schedule[i] = schedule[i] * growth_of[i]
+                s = position[i]
+                if is_active[s] == 0:
+                    acc_step_money[c, _STEP_OPEN_DEBT, t] += schedule[i]
+                    acc_step_money[c, _STEP_COLLATERAL_VALUE, t] += collateral_of[i] * price[a]
+                elif st_status[s] != _CLOSED:
+                    _catch_up(s, t, growth_p[s], st_debt, st_debt_step)
+                    acc_step_money[c, _STEP_OPEN_DEBT, t] += st_debt[s]
+                    acc_step_money[c, _STEP_COLLATERAL_VALUE, t] += st_q[s] * price[a]
+    # After step T. A loan without a slot at the final price has LTV < m there; with
+    # m <= 1 its shortfall is 0. Give the others their slots, then add shortfalls and
+    # unsold orders per chunk in loan order (``full_horizon``, some m > 1: every loan).
+    for a in range(n_assets):
+        stop = order_start[a + 1]
+        s = c_ptr[a]
+        while s < stop and cg_p[s] >= previous_price[a]:
+            if is_active[s] == 0:
+                _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive,
+                          act_list, n_act, st_status, st_q, st_debt, st_debt_step,
+                          st_principal, st_call, st_topup, st_order, st_kind, st_acted,
+                          st_acted_step, st_had_call, st_had_liq, st_loss, st_cg, st_lg)
+                n_alive += 1
+                n_act += 1
+            s += 1
+        c_ptr[a] = s
+    if full_horizon:
+        for i in range(n_loans):
+            a = asset_of[i]
+            s = position[i]
+            if is_active[s] == 0:
+                shortfall = debt_horizon[i] - collateral_of[i] * previous_price[a]
+            elif st_status[s] != _CLOSED:
+                _catch_up(s, n_steps, growth_p[s], st_debt, st_debt_step)
+                shortfall = st_debt[s] - st_q[s] * previous_price[a]
+            else:
+                continue
+            acc_money[i // _LOAN_CHUNK, _UNREALISED] += shortfall if shortfall > 0.0 else 0.0
+    n_short = 0
+    for k in range(n_act):
+        s = act_list[k]
+        if st_status[s] != _CLOSED:
+            _catch_up(s, n_steps, growth_p[s], st_debt, st_debt_step)
+            shortfall = st_debt[s] - st_q[s] * previous_price[asset_p[s]]
+            if shortfall > 0.0 or st_status[s] == _LIQUIDATING:
+                pending[n_short] = _pack(loan_p[s], s)
+                n_short += 1
+    _sort_prefix(pending, n_short, sort_tmp, radix_counts, loan_bits)
+    for a in range(n_assets):
+        part[a] = 0.0
+    chunk = -1
+    for k in range(n_short):
+        i = pending[k] >> _SLOT_BITS
+        s = pending[k] & _SLOT_MASK
+        a = asset_p[s]
+        c = i // _LOAN_CHUNK
+        if not full_horizon:
+            shortfall = st_debt[s] - st_q[s] * previous_price[a]
+            acc_money[c, _UNREALISED] += shortfall if shortfall > 0.0 else 0.0
+        if st_status[s] == _LIQUIDATING:
+            if c != chunk:
+                for b in range(n_assets):
+                    unsold[b] += part[b]
+                    part[b] = 0.0
+                chunk = c
+            part[a] += st_order[s]
+    for b in range(n_assets):
+        unsold[b] += part[b]
+    # Per-loan outputs, logged for the merge in path order; slots released.
+    n_log = 0
+    for k in range(n_act):
+        s = act_list[k]
+        flags = st_had_call[s] + 2 * st_had_liq[s]
+        if flags != 0 or st_loss[s] != 0.0:
+            log_loan[log_row, n_log] = loan_p[s]
+            log_loss[log_row, n_log] = st_loss[s]
+            log_flags[log_row, n_log] = flags
+            n_log += 1
+        is_active[s] = 0
+    log_count[log_row] = n_log
+    # The path's sums, chunk by chunk.
+    for c in range(n_chunks):
+        for k in range(path_money.shape[0]):
+            path_money[k, jp] += acc_money[c, k]
+        for a in range(n_assets):
+            path_sold[a, jp] += acc_sold[c, a]
+        for k in range(path_counts.shape[0]):
+            path_counts[k, jp] += acc_counts[c, k]
+        if record:
+            for t in range(n_steps + 1):
+                step_loss[t, jp] += acc_step_money[c, _STEP_LOSS, t]
+                step_fees[t, jp] += acc_step_money[c, _STEP_FEES, t]
+                step_open_debt[t, jp] += acc_step_money[c, _STEP_OPEN_DEBT, t]
+                step_collateral_value[t, jp] += acc_step_money[c, _STEP_COLLATERAL_VALUE, t]
+                for a in range(n_assets):
+                    step_sold[t, a, jp] += acc_step_sold[c, t, a]
+    path_rounds[jp] = deepest
+    for a in range(n_assets):
+        path_drawdown[a, jp] = 1.0 - worst[a]
+        path_unsold[a, jp] = unsold[a]
 
 
 @njit(parallel=True, **_jit)
-def _evaluate_groups(prices, asset_of, collateral_of, debt_of, growth_of, m_of, l_of, tau_of,
-                     cure_of, fee_of, topup_of, seed_key, path_offset, mode, close_factor,
-                     full_close_ltv, min_liquidation, max_sell, depth, depth_move, sqrt_law,
-                     share, decay, max_rounds, bridge, variance, touched, schedule,
-                     pristine_threshold, st_status, st_q, st_debt, st_principal, st_call,
-                     st_topup, st_order, st_kind, st_pending, st_acted, st_had_call,
-                     st_had_liq, st_loss, st_trigger, acc_money, acc_counts, acc_sold, acc_unsold,
-                     acc_step_money, acc_step_sold, requested, crit_pristine, crit_touched,
-                     order_lists, order_counts, path_money, path_counts, path_sold,
-                     step_sold, step_loss, step_fees, step_open_debt, step_collateral_value,
-                     loan_loss, loan_calls, loan_liquidated, path_rounds, path_drawdown,
-                     path_unsold, step_impact):
-    n_assets = prices.shape[0]
-    n_steps = prices.shape[1] - 1
+def _evaluate_paths(prices, asset_of, collateral_of, debt_of, growth_of, position, debt_horizon,
+                    path_offset, mode, close_factor, full_close_ltv, min_liquidation, max_sell,
+                    depth, depth_move, sqrt_law, share, decay, max_rounds, bridge, variance,
+                    full_horizon, permuted, l_rank, order_start, paths_per_worker, scratch, state,
+                    accumulators, schedule, path_money, path_counts, path_sold, step_sold,
+                    step_loss, step_fees, step_open_debt, step_collateral_value, loan_loss,
+                    loan_calls, loan_liquidated, path_rounds, path_drawdown, path_unsold,
+                    step_impact, log_loan, log_loss, log_flags, log_count):
+    """Paths in rounds of ``n_workers x paths_per_worker``: each worker runs its paths
+    with its own scratch; after each round the per-loan outputs are added in path order."""
     n_paths = prices.shape[2]
-    n_loans = debt_of.shape[0]
-    n_chunks = acc_money.shape[0]
-    record = step_loss.shape[0] > 0
-    permanent = np.zeros((n_assets, _G))
-    transient = np.zeros((n_assets, _G))
-    price = np.zeros((n_assets, _G))
-    previous_price = np.zeros((n_assets, _G))
-    worst = np.ones((n_assets, _G))
-    fill = np.ones((n_assets, _G))
-    execution = np.zeros((n_assets, _G))
-    sold_in_step = np.zeros((n_assets, _G))
-    total = np.zeros(n_assets)
-    price_min = np.zeros(n_assets)
-    bridge_min = np.zeros(n_assets)
-    bridge_low = np.zeros((n_assets, _G))
-    bridge_reach = np.ones(n_assets)
-    active = np.zeros(_G, dtype=np.int8)
-    deepest = np.zeros(_G, dtype=np.int64)
-    rounds_now = np.zeros(_G, dtype=np.int64)
-    for group_start in range(0, n_paths, _G):
-        n_group = min(_G, n_paths - group_start)
-        for c in prange(n_chunks):
-            start = c * _LOAN_CHUNK
-            stop = min(start + _LOAN_CHUNK, n_loans)
-            for i in range(start, stop):
-                touched[i] = _PRISTINE
-                schedule[i] = debt_of[i]
-            acc_money[c] = 0.0
-            acc_counts[c] = 0
-            acc_sold[c] = 0.0
-            acc_unsold[c] = 0.0
-            if record:
-                acc_step_money[c] = 0.0
-                acc_step_sold[c] = 0.0
-        permanent[:] = 0.0
-        transient[:] = 0.0
-        previous_price[:] = 0.0
-        worst[:] = 1.0
-        deepest[:] = 0
-        for t in range(n_steps + 1):
-            for a in range(n_assets):
-                price_min[a] = np.inf
-                bridge_min[a] = np.inf
-                v_max = 0.0
-                for j in range(n_group):
-                    if t >= 1:
-                        transient[a, j] = transient[a, j] * decay[a]
-                    price[a, j] = prices[a, t, group_start + j] * math.exp(-(permanent[a, j] + transient[a, j]))
-                    sold_in_step[a, j] = 0.0
-                    price_min[a] = min(price_min[a], price[a, j])
-                    if bridge and t >= 1:
-                        bridge_low[a, j] = min(price[a, j], previous_price[a, j])
-                        bridge_min[a] = min(bridge_min[a], bridge_low[a, j])
-                        v_max = max(v_max, variance[a, t, group_start + j])
-                bridge_reach[a] = math.exp(math.sqrt(_BRIDGE_REACH * v_max)) * _BRIDGE_SLACK
-            for c in prange(n_chunks):
-                _sweep_one(c, t, n_group, group_start, path_offset, price, previous_price,
-                           price_min, bridge_min, bridge_low, bridge_reach, asset_of, collateral_of,
-                           debt_of, growth_of, m_of, l_of, tau_of, cure_of, fee_of, topup_of,
-                           seed_key, mode, close_factor, full_close_ltv, min_liquidation,
-                           bridge, variance, touched, schedule, pristine_threshold, st_status,
-                           st_q, st_debt, st_principal, st_call, st_topup, st_order, st_kind,
-                           st_pending, st_acted, st_had_call, st_had_liq, st_loss, st_trigger,
-                           acc_counts, requested, crit_pristine, crit_touched, order_lists[0],
-                           order_counts[0])
-            for j in range(_G):
-                active[j] = 1 if j < n_group else 0
-                rounds_now[j] = 0
-            current = 0
-            round_number = 1
-            while True:
-                # Clearing, per path and asset (the reference's loop head and body).
-                any_active = False
-                for j in range(n_group):
-                    if not active[j]:
-                        continue
-                    has_orders = False
-                    for a in range(n_assets):
-                        acc = 0.0
-                        for c in range(n_chunks):
-                            acc += requested[c, a, j]
-                        total[a] = acc
-                        if acc > 0.0:
-                            has_orders = True
-                    if not has_orders:
-                        active[j] = 0
-                        continue
-                    any_active = True
-                    rounds_now[j] += 1
-                    for a in range(n_assets):
-                        fill[a, j] = 1.0
-                        execution[a, j] = price[a, j]
-                        if total[a] <= 0.0:
-                            continue
-                        room = max_sell[a] - sold_in_step[a, j]
-                        if total[a] <= room:
-                            fill[a, j] = 1.0
-                            filled = total[a]
-                        else:
-                            fill[a, j] = room / total[a] if room > 0.0 else 0.0
-                            filled = total[a] * fill[a, j]
-                        sold_in_step[a, j] = sold_in_step[a, j] + filled
-                        # The notional at the path's own (unimpacted) price.
-                        ratio = filled * prices[a, t, group_start + j] / depth[a]
-                        delta = depth_move[a] * (math.sqrt(ratio) if sqrt_law[a] else ratio)
-                        execution[a, j] = price[a, j] * slippage_factor(delta, sqrt_law[a])
-                        permanent[a, j] = permanent[a, j] + share[a] * delta
-                        transient[a, j] = transient[a, j] + (1.0 - share[a]) * delta
-                    for a in range(n_assets):
-                        price[a, j] = prices[a, t, group_start + j] * math.exp(-(permanent[a, j] + transient[a, j]))
-                if not any_active:
-                    break
-                round_number += 1
-                decide = round_number <= max_rounds
-                for a in range(n_assets):
-                    price_min[a] = np.inf
-                    for j in range(n_group):
-                        if active[j]:
-                            price_min[a] = min(price_min[a], price[a, j])
-                for c in prange(n_chunks):
-                    _sweep_next(c, t, n_group, decide, active, price, price_min, fill, execution,
-                                asset_of, collateral_of, debt_of, l_of, tau_of, fee_of, mode,
-                                close_factor, full_close_ltv, min_liquidation, touched, schedule,
-                                pristine_threshold, st_status, st_q, st_debt, st_principal,
-                                st_call, st_topup, st_order, st_kind, st_pending, st_acted,
-                                st_had_call, st_had_liq, st_loss, st_trigger, acc_money, acc_counts,
-                                acc_sold, acc_step_money, acc_step_sold, record, requested,
-                                crit_pristine, crit_touched, order_lists[current],
-                                order_counts[current], order_lists[1 - current],
-                                order_counts[1 - current])
-                current = 1 - current
-            for j in range(n_group):
-                deepest[j] = max(deepest[j], rounds_now[j])
-                for a in range(n_assets):
-                    previous_price[a, j] = price[a, j]
-                    factor = math.exp(-(permanent[a, j] + transient[a, j]))
-                    if record:
-                        step_impact[t, a, group_start + j] = factor
-                    worst[a, j] = factor if factor < worst[a, j] else worst[a, j]
-            if record:
-                for c in prange(n_chunks):
-                    _record_exposure(c, t, n_group, price, asset_of, collateral_of, touched,
-                                     schedule, st_status, st_q, st_debt, acc_step_money)
-        for c in prange(n_chunks):
-            _horizon(c, n_group, previous_price, asset_of, collateral_of, touched, schedule,
-                     st_status, st_q, st_debt, st_order, st_had_call, st_had_liq, st_loss,
-                     acc_money, acc_unsold, loan_loss, loan_calls, loan_liquidated)
-        # Serial reduction in chunk order.
-        for j in range(n_group):
-            p = group_start + j
-            for c in range(n_chunks):
-                for k in range(path_money.shape[0]):
-                    path_money[k, p] += acc_money[c, k, j]
-                for k in range(path_counts.shape[0]):
-                    path_counts[k, p] += acc_counts[c, k, j]
-                for a in range(n_assets):
-                    path_sold[a, p] += acc_sold[c, a, j]
-                if record:
-                    for t in range(n_steps + 1):
-                        step_loss[t, p] += acc_step_money[c, _STEP_LOSS, t, j]
-                        step_fees[t, p] += acc_step_money[c, _STEP_FEES, t, j]
-                        step_open_debt[t, p] += acc_step_money[c, _STEP_OPEN_DEBT, t, j]
-                        step_collateral_value[t, p] += acc_step_money[c, _STEP_COLLATERAL_VALUE, t, j]
-                        for a in range(n_assets):
-                            step_sold[t, a, p] += acc_step_sold[c, t, a, j]
-            path_rounds[p] = deepest[j]
-            for a in range(n_assets):
-                path_drawdown[a, p] = 1.0 - worst[a, j]
-                unsold_total = 0.0
-                for c in range(n_chunks):
-                    unsold_total += acc_unsold[c, a, j]
-                path_unsold[a, p] = unsold_total
+    n_assets = prices.shape[0]
+    n_workers = scratch[0].shape[0]
+    per_asset = np.zeros((n_workers, 14, n_assets))
+    c_ptr = np.zeros((n_workers, n_assets), dtype=np.int64)
+    l_ptr = np.zeros((n_workers, n_assets), dtype=np.int64)
+    radix_counts = np.zeros((n_workers, 1 << _RADIX_BITS), dtype=np.int64)
+    per_round = n_workers * paths_per_worker
+    for base in range(0, n_paths, per_round):
+        for w in prange(n_workers):
+            for k in range(paths_per_worker):
+                row = w * paths_per_worker + k
+                jp = base + row
+                log_count[row] = 0
+                if jp >= n_paths:
+                    continue
+                _run_path(jp, path_offset + jp, prices, asset_of, collateral_of, debt_of, growth_of,
+                          position, debt_horizon, mode, close_factor, full_close_ltv,
+                          min_liquidation, max_sell, depth, depth_move, sqrt_law, share, decay,
+                          max_rounds, bridge, variance, full_horizon, permuted[0], permuted[1],
+                          permuted[2], permuted[3], permuted[4], permuted[5], permuted[6],
+                          permuted[7], permuted[8], permuted[9], permuted[10], permuted[11],
+                          permuted[12], permuted[13], permuted[14], l_rank, order_start,
+                          scratch[0][w], scratch[1][w], scratch[2][w], scratch[3][w], scratch[4][w],
+                          scratch[5][w], scratch[6][w], radix_counts[w], per_asset[w], c_ptr[w],
+                          l_ptr[w], state[0][w], state[1][w], state[2][w], state[3][w], state[4][w],
+                          state[5][w], state[6][w], state[7][w], state[8][w], state[9][w],
+                          state[10][w], state[11][w], state[12][w], state[13][w], state[14][w],
+                          state[15][w], accumulators[0][w], accumulators[1][w], accumulators[2][w],
+                          accumulators[3][w], accumulators[4][w], schedule[w], path_money,
+                          path_counts, path_sold, step_sold, step_loss, step_fees, step_open_debt,
+                          step_collateral_value, path_rounds, path_drawdown, path_unsold,
+                          step_impact, log_loan, log_loss, log_flags, row, log_count)
+        # Per-loan outputs in path order.
+        for row in range(per_round):
+            for k in range(log_count[row]):
+                i = log_loan[row, k]
+                loan_loss[i] += log_loss[row, k]
+                flags = log_flags[row, k]
+                loan_calls[i] += flags & 1
+                loan_liquidated[i] += flags >> 1
+
+
+@njit(parallel=True, **_jit_no_nrt)
+def _prepare(debt_of, growth_of, collateral_of, m_of, l_of, seed_key, n_steps, gmax_of,
+             debt_horizon, cg_key, lg_key, key_of):
+    """Per loan: the debt at the horizon, a bound on its growth, its guard prices (from
+    the largest debt it can reach) and its draw key."""
+    for i in prange(debt_of.shape[0]):
+        d = debt_of[i]
+        g = 1.0
+        for _ in range(n_steps):
+            d = d * growth_of[i]
+            g = g * growth_of[i]
+        debt_horizon[i] = d
+        gmax = g if g > 1.0 else 1.0
+        gmax_of[i] = gmax
+        bound = debt_of[i] * gmax * _GROWTH_SLACK
+        cg_key[i] = _trigger_price(bound, collateral_of[i], m_of[i])
+        lg_key[i] = _trigger_price(bound, collateral_of[i], l_of[i])
+        key_of[i] = _mix64(seed_key ^ _U(i))
+
+
+def _activation_order(asset_of, guard, n_assets):
+    """Loans grouped by asset, each group by descending ``guard`` (ties in any order:
+    which slot a loan gets changes no result); and where each asset's group starts."""
+    order = np.empty(asset_of.shape[0], dtype=np.int64)
+    order_start = np.zeros(n_assets + 1, dtype=np.int64)
+    for a in range(n_assets):
+        members = np.flatnonzero(asset_of == a)
+        order_start[a + 1] = order_start[a] + members.shape[0]
+        order[order_start[a]:order_start[a + 1]] = members[np.argsort(-guard[members])]
+    return order_start, order
 
 
 def _as_float64(x):
-    """Writable C-contiguous float64 (numba compiles read-only arrays separately)."""
     return np.require(x, np.float64, ("C", "W"))
 
 
@@ -757,59 +862,89 @@ def _as_int64(x):
     return np.require(x, np.int64, ("C", "W"))
 
 
+#: Paths each worker runs between two merges of the per-loan outputs.
+PATHS_PER_WORKER = 4
+
+
 def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     """Evaluate every loan on one block of paths with market impact and cascades, and
-    add the results into ``out`` (a ``CoupledOutputs``).
-
-    Same contract as the reference ``tests/naive_coupled.py`` (bit for bit) and the
-    other backends' ``evaluate_coupled``. Releases the GIL while it runs.
-    """
+    add the results into ``out`` (a ``CoupledOutputs``); bit for bit the reference
+    ``tests/naive_coupled.py``. Releases the GIL while it runs."""
     n_assets, n_steps_1, n_paths = prices.shape
+    n_steps = n_steps_1 - 1
     n_loans = loans.debt.shape[0]
     n_chunks = max(1, -(-n_loans // _LOAN_CHUNK))
     record = out.core.step_loss.shape[0] > 0
     steps = n_steps_1 if record else 0
-    n_slots = max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS))
+    n_workers = max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS, n_paths))
+    per_worker = max(1, min(PATHS_PER_WORKER, -(-n_paths // n_workers)))
     seed_key = _U(mix64(int(seed) & MASK64))
     f64, i64 = _as_float64, _as_int64
     o = options
     variance = f64(o.bridge_variance) if o.bridge else np.zeros((1, 1, 1))
     loans = tuple(i64(x) if k in (0, 7) else f64(x) for k, x in enumerate(loans))
+    asset_of, collateral_of, debt_of, growth_of, m_of, l_of = loans[:6]
+    gmax_of, debt_horizon, cg_key, lg_key = (np.empty(n_loans) for _ in range(4))
+    key_of = np.empty(n_loans, dtype=np.uint64)
+    run_parallel(_prepare, n_workers, debt_of, growth_of, collateral_of, m_of, l_of, seed_key,
+                 n_steps, gmax_of, debt_horizon, cg_key, lg_key, key_of)
+    # Per asset, loans by descending call guard: activation walks them as prices fall.
+    # The loan arrays, permuted into that order (``permuted``), are read in order.
+    order_start, c_order = _activation_order(asset_of, cg_key, n_assets)
+    position = np.empty(n_loans, dtype=np.int64)
+    position[c_order] = np.arange(n_loans)
+    l_rank = position[_activation_order(asset_of, lg_key, n_assets)[1]] if o.bridge else np.zeros(0, dtype=np.int64)
+    permuted = (c_order,) + tuple(np.ascontiguousarray(x[c_order]) for x in (
+        asset_of, collateral_of, debt_of, growth_of, m_of, l_of, loans[6], loans[7], loans[8],
+        loans[9], gmax_of, cg_key, lg_key, key_of))
+    full_horizon = bool((m_of > 1.0).any())
+    w, n = n_workers, n_loans
+    rows = n_workers * per_worker
+    scratch = (
+        np.zeros((w, n), dtype=np.int8),  # is_active
+        np.empty((w, n), dtype=np.int64),  # alive
+        np.empty((w, n), dtype=np.int64),  # act_list
+        np.empty((w, n), dtype=np.int64),  # near
+        np.empty((w, n), dtype=np.int64),  # pending
+        np.empty((w, n), dtype=np.int64),  # fresh
+        np.empty((w, n), dtype=np.int64),  # sort_tmp
+    )
     state = (
-        np.zeros(n_loans, dtype=np.int8),  # touched
-        np.zeros(n_loans),  # schedule
-        np.zeros(n_loans),  # pristine_threshold
-        np.zeros((n_loans, _G), dtype=np.int8),  # status
-        np.zeros((n_loans, _G)),  # q
-        np.zeros((n_loans, _G)),  # debt
-        np.zeros((n_loans, _G)),  # principal
-        np.zeros((n_loans, _G), dtype=np.int32),  # call_start
-        np.zeros((n_loans, _G), dtype=np.int32),  # topup_due
-        np.zeros((n_loans, _G)),  # order
-        np.zeros((n_loans, _G), dtype=np.int8),  # order_kind
-        np.zeros((n_loans, _G), dtype=np.int8),  # pending
-        np.zeros((n_loans, _G), dtype=np.int8),  # acted
-        np.zeros((n_loans, _G), dtype=np.int8),  # had_call
-        np.zeros((n_loans, _G), dtype=np.int8),  # had_liquidation
-        np.zeros((n_loans, _G)),  # loss
-        np.zeros((n_loans, _G)),  # trigger
+        np.empty((w, n), dtype=np.int8),  # status
+        np.empty((w, n)),  # q
+        np.empty((w, n)),  # debt
+        np.empty((w, n), dtype=np.int64),  # debt_step
+        np.empty((w, n)),  # principal
+        np.empty((w, n), dtype=np.int32),  # call_start
+        np.empty((w, n), dtype=np.int32),  # topup_due
+        np.empty((w, n)),  # order
+        np.empty((w, n), dtype=np.int8),  # order kind
+        np.empty((w, n), dtype=np.int8),  # acted (a top-up)
+        np.empty((w, n), dtype=np.int64),  # acted_step
+        np.empty((w, n), dtype=np.int8),  # had_call
+        np.empty((w, n), dtype=np.int8),  # had_liquidation
+        np.empty((w, n)),  # loss
+        np.empty((w, n)),  # call guard
+        np.empty((w, n)),  # liquidation guard
     )
     accumulators = (
-        np.zeros((n_chunks, cfg.N_MONEY, _G)),
-        np.zeros((n_chunks, cfg.N_COUNTS, _G), dtype=np.int64),
-        np.zeros((n_chunks, n_assets, _G)),  # sold
-        np.zeros((n_chunks, n_assets, _G)),  # unsold
-        np.zeros((n_chunks, cfg.N_STEP_MONEY, steps, _G)),
-        np.zeros((n_chunks, steps, n_assets, _G)),
-        np.zeros((n_chunks, n_assets, _G)),  # requested
-        np.zeros((n_chunks, n_assets)),  # crit_pristine
-        np.zeros((n_chunks, n_assets, _G)),  # crit_touched
-        np.zeros((2, n_chunks, _LOAN_CHUNK), dtype=np.int64),  # order lists
-        np.zeros((2, n_chunks), dtype=np.int64),  # order counts
+        np.zeros((w, n_chunks, cfg.N_MONEY)),
+        np.zeros((w, n_chunks, cfg.N_COUNTS), dtype=np.int64),
+        np.zeros((w, n_chunks, n_assets)),
+        np.zeros((w, n_chunks, cfg.N_STEP_MONEY, steps)),
+        np.zeros((w, n_chunks, steps, n_assets)),
     )
-    run_parallel(_evaluate_groups, n_slots, f64(prices), *loans, seed_key, int(path_offset), int(o.mode),
-                 float(o.close_factor), float(o.full_close_ltv), float(o.min_liquidation),
-                 f64(o.max_sell), f64(o.depth), f64(o.depth_move), i64(o.sqrt_law),
-                 f64(o.permanent), f64(o.decay),
-                 int(o.max_rounds), bool(o.bridge), variance, *state, *accumulators, *out.core,
-                 out.path_rounds, out.path_drawdown, out.path_unsold, out.step_impact)
+    schedule = np.empty((w, n if record else 0))
+    logs = (
+        np.empty((rows, n), dtype=np.int64),
+        np.empty((rows, n)),
+        np.empty((rows, n), dtype=np.int8),
+        np.zeros(rows, dtype=np.int64),
+    )
+    run_parallel(_evaluate_paths, n_workers, f64(prices), asset_of, collateral_of, debt_of, growth_of,
+                 position, debt_horizon, int(path_offset), int(o.mode), float(o.close_factor),
+                 float(o.full_close_ltv), float(o.min_liquidation), f64(o.max_sell), f64(o.depth),
+                 f64(o.depth_move), i64(o.sqrt_law), f64(o.permanent), f64(o.decay),
+                 int(o.max_rounds), bool(o.bridge), variance, full_horizon, permuted, l_rank,
+                 order_start, per_worker, scratch, state, accumulators, schedule, *out.core,
+                 out.path_rounds, out.path_drawdown, out.path_unsold, out.step_impact, *logs)
