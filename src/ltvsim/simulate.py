@@ -76,8 +76,8 @@ def simulate(
         ``paths.volatility`` (or each path's realised volatility).
 
     With any of ``impact``, ``rules`` (a dust threshold or a sale limit), ``crossings``
-    or ``liquidation="close_factor"`` the run uses the coupled kernel (steps outermost,
-    paths in groups of 8); the result then also holds ``path_cascade_rounds``,
+    or ``liquidation="close_factor"`` the run uses the coupled kernel (steps outermost;
+    ``docs/cascades.md``); the result then also holds ``path_cascade_rounds``,
     ``path_impact_drawdown``, ``path_unsold_collateral`` and, with ``record_steps``,
     ``step_impact``.
 

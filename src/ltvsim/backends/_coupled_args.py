@@ -2,17 +2,17 @@
 arguments: market impact, liquidation rules and between-step crossings, checked and
 typed by ``ltvsim.simulate``; kernels trust them completely.
 
-The coupled kernel runs paths in groups of ``COUPLED_GROUP`` and steps outermost: within a
-step, every loan of a path must see the price that the other loans' forced sales left
-behind, so loans cannot run to the horizon one by one as in the core kernel. Its state is
-``[n_loans, COUPLED_GROUP]`` per field: O(loans), never O(loans x paths).
+The coupled kernel runs steps outermost: within a step, every loan of a path must see the
+price that the other loans' forced sales left behind, so loans cannot run to the horizon
+one by one as in the core kernel. Its state is O(loans) per thread, never
+O(loans x paths) (``docs/cascades.md`` says how each backend keeps it).
 """
 import math
 from typing import NamedTuple
 
 import numpy as np
 
-#: Paths evaluated together by the coupled kernel (its state is loans x this).
+#: Paths the Cython coupled kernel evaluates together (its state is loans x this).
 COUPLED_GROUP = 8
 
 #: How a liquidation is sized (``CoupledOptions.mode``).
