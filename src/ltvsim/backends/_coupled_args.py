@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-#: Paths the Cython coupled kernel evaluates together (its state is loans x this).
+#: Paths the NumPy coupled kernel evaluates together (at least; its state is loans x this).
 COUPLED_GROUP = 8
 
 #: How a liquidation is sized (``CoupledOptions.mode``).

@@ -1,51 +1,22 @@
 # cython: language_level=3
-"""The coupled kernel (market impact, cascades, lenders' rules, crossings) in Cython
-(OpenMP ``prange`` over groups of paths, ``nogil``).
+"""The coupled kernel (market impact, cascades, lenders' rules, crossings) in Cython:
+path-outer, one path at a time per OpenMP thread, only the loans that can act.
 
-The slow, obvious version is ``tests/naive_coupled.py``: this file computes exactly the
-same numbers, in the same order of floating-point operations, and the numba kernel
-(``_numba_coupled.py``) is the same design, name for name.
+A line-by-line twin of ``_numba_coupled.py`` (see its module docstring for the design
+and why): the same float expressions in the
+same order and the same summation orders, so the results are those of the naive
+reference ``tests/naive_coupled.py`` to the last bit.
 
-Why it is built this way:
+Workers (OpenMP threads, ``prange`` over workers) each run ``paths_per_worker``
+consecutive paths of a round with their own scratch rows; after each round the per-loan
+outputs are merged serially in path order, so no bit depends on the thread count.
 
-* Loans of one path interact through its price, so steps are outermost. Paths run in
-  groups of ``COUPLED_GROUP``; a group's state is ``[n_loans, COUPLED_GROUP]`` per field
-  (never loans x paths).
-* Per step: sweep 1 (``_sweep_one``) runs the core rules on every loan at the step's
-  opening price; then, while some path of the group has orders, the clearing
-  (``_clear``: fill share, impact, slippage, execution price) runs serially per path and
-  asset, and the next sweep (``_sweep_next``) settles the orders and looks for new
-  liquidations at the impacted price. Sweeps run over fixed loan chunks of
-  ``LOAN_CHUNK``; each chunk has its own accumulators, reduced in chunk order.
-* Threads take whole groups (``prange`` over groups, dynamic): a group's paths depend
-  only on its own loans, so a thread runs a group's every step and sweep alone
-  (``_run_group``), with its own copy of the group state (one per thread, O(loans)),
-  and no barrier. Per-path sums are those of one thread; the per-loan outputs, shared by
-  all groups, are logged per group and added in group order (``_merge``), so no bit
-  depends on the thread count.
-* Pristine skipping: a loan no path of the group has touched (every path open, no call,
-  initial collateral, debt on the shared schedule ``D0 * g * g ...``) is skipped when the
-  group's lowest price is above the core's conservative guard threshold (and, with
-  crossings, when no crossing draw can succeed); the first time it is not skipped its
-  state rows are initialised and it is evaluated exactly from then on.
-* Touched loans keep a guard per path (``_path_guard``): above it nothing can happen
-  there but the debt's accrual, so sweep 1 compares prices with guards and accrues the
-  debts lazily (``_advance``: the same multiplies, in the same order). A loan's trigger
-  for later sweeps takes a quiet path's guard as its bound unless that could list it.
-* Sweeps k >= 2 visit a chunk's "near" list (loans with an order or within
-  ``NEAR_SHARE`` of a trigger, in loan order) and pass over a listed loan while every
-  path's price / opening price stays above its reach; the whole chunk is scanned only
-  when the price falls to the reach of an unlisted loan. Every skip is a proof that the
-  exact rule would do nothing, so no bit changes.
-
-Built with ``-ffp-contract=off`` (no fused multiply-add), and ``exp``, ``expm1``, ``log``
-and ``sqrt`` are libm's, the functions Python's ``math`` module calls: the results are
-those of the naive reference to the last bit.
+Built with ``-ffp-contract=off`` (no fused multiply-add); ``exp``, ``expm1``, ``log`` and
+``sqrt`` are libm's.
 """
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport prange
 from libc.math cimport exp, expm1, log, sqrt
-from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 cimport numpy as cnp
 
 import numpy as np
@@ -59,43 +30,15 @@ ctypedef cnp.int64_t i64
 ctypedef cnp.int8_t i8
 ctypedef cnp.int32_t i32
 
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    typedef omp_lock_t ltvsim_lock;
-    static void ltvsim_lock_init(ltvsim_lock* l) { omp_init_lock(l); }
-    static void ltvsim_lock_destroy(ltvsim_lock* l) { omp_destroy_lock(l); }
-    static void ltvsim_lock_set(ltvsim_lock* l) { omp_set_lock(l); }
-    static void ltvsim_lock_unset(ltvsim_lock* l) { omp_unset_lock(l); }
-    #else
-    typedef int ltvsim_lock;
-    static void ltvsim_lock_init(ltvsim_lock* l) { (void)l; }
-    static void ltvsim_lock_destroy(ltvsim_lock* l) { (void)l; }
-    static void ltvsim_lock_set(ltvsim_lock* l) { (void)l; }
-    static void ltvsim_lock_unset(ltvsim_lock* l) { (void)l; }
-    #endif
-    """
-    ctypedef struct ltvsim_lock:
-        pass
-    void ltvsim_lock_init(ltvsim_lock* l) nogil
-    void ltvsim_lock_destroy(ltvsim_lock* l) nogil
-    void ltvsim_lock_set(ltvsim_lock* l) nogil
-    void ltvsim_lock_unset(ltvsim_lock* l) nogil
-
 cdef enum:
-    # A loan path's status and the kind of its order.
     OPEN = 0
     LIQUIDATING = 1
     CLOSED = 2
-    ORDER_NONE = 0
     ORDER_FULL = 1
     ORDER_PART = 2
     MODE_FULL = 0
     MODE_PARTIAL = 1
     MODE_CLOSE_FACTOR = 2
-    NO_STEP = -1
-    # Per-path money and count accumulators.
     LOSS = 0
     FEES = 1
     INTEREST = 2
@@ -110,27 +53,25 @@ cdef enum:
     FULL_LIQUIDATIONS = 2
     TOPUPS = 3
     N_COUNTS = 4
-    # Per-step money accumulators (record mode).
     STEP_LOSS = 0
     STEP_FEES = 1
     STEP_OPEN_DEBT = 2
     STEP_COLLATERAL_VALUE = 3
     N_STEP_MONEY = 4
-    # Paths per group.
-    G = 8
+    SLOT_BITS = 32
+    RADIX_BITS = 11
+    N_PER_ASSET = 14
 
-# The enum above must match the shared configuration.
 assert (LOSS, FEES, INTEREST, PRINCIPAL, RESIDUAL, PROCEEDS, DEBT_CLOSED, UNREALISED) == tuple(range(cfg.N_MONEY))
 assert N_MONEY == cfg.N_MONEY and N_COUNTS == cfg.N_COUNTS and N_STEP_MONEY == cfg.N_STEP_MONEY
 assert (CALLS, LIQUIDATIONS, FULL_LIQUIDATIONS, TOPUPS) == (cfg.CALLS, cfg.LIQUIDATIONS, cfg.FULL_LIQUIDATIONS, cfg.TOPUPS)
 assert (STEP_LOSS, STEP_FEES, STEP_OPEN_DEBT, STEP_COLLATERAL_VALUE) == (
     cfg.STEP_LOSS, cfg.STEP_FEES, cfg.STEP_OPEN_DEBT, cfg.STEP_COLLATERAL_VALUE)
 assert (OPEN, LIQUIDATING, CLOSED) == (_ca.COUPLED_OPEN, _ca.COUPLED_LIQUIDATING, _ca.COUPLED_CLOSED)
-assert (ORDER_NONE, ORDER_FULL, ORDER_PART) == (_ca.ORDER_NONE, _ca.ORDER_FULL, _ca.ORDER_PART)
+assert (ORDER_FULL, ORDER_PART) == (_ca.ORDER_FULL, _ca.ORDER_PART)
 assert (MODE_FULL, MODE_PARTIAL, MODE_CLOSE_FACTOR) == (_ca.MODE_FULL, _ca.MODE_PARTIAL, _ca.MODE_CLOSE_FACTOR)
-assert G == _ca.COUPLED_GROUP and NO_STEP == cfg.NO_STEP
 
-cdef Py_ssize_t LOAN_CHUNK = cfg.LOAN_CHUNK
+cdef i64 LOAN_CHUNK = cfg.LOAN_CHUNK
 cdef double MARGIN = cfg.GUARD_MARGIN
 cdef double TINY = cfg.GUARD_TINY
 cdef double HUGE = cfg.GUARD_HUGE
@@ -141,173 +82,124 @@ cdef u64 MIX1 = 0xBF58476D1CE4E5B9ULL
 cdef u64 MIX2 = 0x94D049BB133111EBULL
 cdef u64 BRIDGE_STEP_BIT = 1ULL << 63
 cdef double TO_UNIT = 2.0 ** -53
-#: A sweep k >= 2 visits only a chunk's "near" list (loans with an order, or a path whose
-#: trigger price is at least this share of its opening price) while every path's price
-#: stays above the triggers of the chunk's other loans; otherwise it scans the chunk.
+cdef i64 SLOT_MASK = (1 << 32) - 1
+# Extra relative margin of the crossing skip test (``_numba_coupled._BRIDGE_SLACK``).
+cdef double BRIDGE_SLACK = 1.0 + 1e-9
+# Upper bound of a debt's growth over the remaining steps, beyond the rounding of the
+# repeated multiplications (``_numba_coupled._GROWTH_SLACK``).
+cdef double GROWTH_SLACK = 1.0 + 1e-13
+#: Sweeps k >= 2 visit the "near" slots (liquidation guard at least this share of the
+#: step's opening price) while the price stays above that share; else every live slot.
 cdef double NEAR_SHARE = 0.9
 
-
-cdef struct LoanEntry:
-    # A group's contribution to a loan's outputs: a loss (one path) or its counts.
-    i64 loan
-    i64 calls
-    i64 liquidated
-    double loss
+#: Paths each worker runs between two merges of the per-loan outputs.
+PATHS_PER_WORKER = 4
 
 
-cdef struct Log:
-    LoanEntry* entries
-    Py_ssize_t count
-    Py_ssize_t capacity
-
-
-cdef struct Kernel:
-    # Everything a sweep reads or writes: set up once, the step fields between sweeps.
-    Py_ssize_t n_loans
+cdef struct Shared:
+    # Everything every worker reads (and the block's outputs, written per path column).
     Py_ssize_t n_assets
     Py_ssize_t n_steps
     Py_ssize_t n_paths
+    Py_ssize_t n_loans
+    Py_ssize_t n_chunks
     Py_ssize_t n_step_rows   # n_steps + 1 in record mode, else 0
     bint record
-    # Loan terms [n_loans].
-    const i64* asset
-    const double* collateral0
-    const double* debt0
-    const double* growth
-    const double* m
-    const double* l
-    const double* tau
-    const i64* cure
-    const double* fee
-    const double* topup_prob
-    u64 seed_key
+    i64 loan_bits
+    const double* prices     # [n_assets, n_steps + 1, n_paths]
+    const i64* asset_of
+    const double* collateral_of
+    const double* debt_of
+    const double* growth_of
+    const i64* position
+    const double* debt_horizon
     i64 path_offset
-    # Options.
     int mode
     double close_factor
     double full_close_ltv
     double min_liquidation
-    bint bridge
-    const double* bridge_variance  # [n_assets, n_steps + 1, n_paths]
-    # Group state [n_loans, G] and per loan [n_loans].
-    i8* status
-    double* collateral
-    double* debt
-    double* principal
-    i32* call_start         # steps fit in int32 (checked)
-    i32* topup_due
-    double* order
-    i8* order_kind
-    i8* pending
-    i32* acted              # step + 1 at which the path last acted (an order or a top-up)
-    i8* modified            # partially sold: own debt, off the shared schedule
-    i8* had_call
-    i8* had_liquidation
-    double* loss
-    i8* touched
-    i64* debt_step          # a touched loan's path debts are accrued through this step
-    double* guard           # [n_loans, G]: a touched path's price bound: above it, no rule acts
-                            # there at any later step but accrual (-inf: closed; +inf: look)
-    double* schedule_debt   # a pristine loan's debt D0 * g * ... at step schedule_step
-    i64* schedule_step
-    const double* bound     # [n_loans]: a pristine loan's guard threshold at step T (>= at any t)
-    # Per-chunk lists for sweeps k >= 2.
-    i64* near               # [n_chunks, LOAN_CHUNK]: loan indices, in loan order
-    i64* near_count         # [n_chunks]
-    double* crit            # [n_chunks, n_assets]: highest reach of the loans not listed
-    double* trig            # [n_loans]: a listed loan's reach (+inf: it has an order)
-    # Per-chunk accumulators.
-    double* acc_money       # [n_chunks, N_MONEY, G]
-    i64* acc_counts         # [n_chunks, N_COUNTS, G]
-    double* acc_sold        # [n_chunks, n_assets, G]
-    double* acc_requested   # [n_chunks, n_assets, G]
-    double* acc_unsold      # [n_chunks, n_assets, G]
-    double* acc_step_sold   # [n_chunks, n_step_rows, n_assets, G]
-    double* acc_step_money  # [n_chunks, N_STEP_MONEY, n_step_rows, G]
-    # The group's per-loan outputs, logged for the ordered merge (``_merge``).
-    Log log
-    bint failed             # out of memory for the log
-    # The group and step being swept.
-    Py_ssize_t group_start
-    Py_ssize_t n_group
-    i64 t
-    bint decide
-    double* price           # [n_assets, G]: the price loans see now
-    double* previous_price  # [n_assets, G]: the previous step's final price
-    double* fill            # [n_assets, G]: this round's fill share
-    double* execution       # [n_assets, G]: this round's execution price
-    i8* active              # [G]: path still clearing rounds this step
-    double* low             # [n_assets]: lowest price over the paths swept
-    double* low_both        # [n_assets]: lowest of price and previous price (sweep 1)
-    double* reach           # [n_assets]: crossing factor exp(sqrt(REACH * max variance))
-    double* opening         # [n_assets, G]: the step's opening price (sweep 1)
-    double* inverse_opening # [n_assets, G]: 1 / opening (reaches carry a margin far above its rounding)
-    double* low_open        # [n_assets]: its lowest over the group's paths
-    double* drop            # [n_assets]: lowest price / opening price over the paths swept
-    Py_ssize_t n_chunks
-    # The group's impact and clearing rows.
-    double* permanent       # [n_assets, G]
-    double* transient       # [n_assets, G]
-    double* sold_in_step    # [n_assets, G]
-    double* worst_factor    # [n_assets, G]
-    i64* rounds             # [G]
-    i64* deepest            # [G]
-
-
-cdef struct Block:
-    # What every group of the block shares: prices, impact options, outputs.
-    Py_ssize_t n_groups
-    const double* raw       # [n_assets, n_steps + 1, n_paths]: the block's exogenous prices
-    const double* cap
+    const double* max_sell
     const double* depth
-    const double* move
+    const double* depth_move
     const i64* sqrt_law
     const double* share
     const double* decay
     i64 max_rounds
-    double* path_money      # [N_MONEY, n_paths]
-    i64* path_counts        # [N_COUNTS, n_paths]
-    double* path_sold       # [n_assets, n_paths]
-    double* step_sold       # [n_step_rows, n_assets, n_paths]
-    double* step_loss       # [n_step_rows, n_paths] (and the next three)
+    bint bridge
+    const double* variance   # [n_assets, n_steps + 1, n_paths] (bridge only)
+    bint full_horizon
+    # Loan terms in activation order (slot s).
+    const i64* loan_p
+    const i64* asset_p
+    const double* collateral_p
+    const double* debt_p
+    const double* growth_p
+    const double* m_p
+    const double* l_p
+    const double* tau_p
+    const i64* cure_p
+    const double* fee_p
+    const double* topup_p
+    const double* gmax_p
+    const double* cg_p
+    const double* lg_p
+    const u64* key_p
+    const i64* l_rank
+    const i64* order_start
+    # Outputs.
+    double* path_money
+    i64* path_counts
+    double* path_sold
+    double* step_sold
+    double* step_loss
     double* step_fees
     double* step_open_debt
     double* step_collateral_value
-    i64* path_rounds        # [n_paths]
-    double* path_drawdown   # [n_assets, n_paths]
-    double* path_unsold     # [n_assets, n_paths]
-    double* step_impact     # [n_step_rows, n_assets, n_paths]
-    # Per-loan outputs (persist across blocks), merged in group order under ``lock``.
-    double* loan_loss
-    i64* loan_calls
-    i64* loan_liquidated
-    Log* logs               # [n_groups]: finished groups' logs not merged yet
-    i8* finished            # [n_groups]
-    Py_ssize_t merged       # groups merged so far (in order)
-    ltvsim_lock lock
+    i64* path_rounds
+    double* path_drawdown
+    double* path_unsold
+    double* step_impact
+    # Per-loan logs, one row of n_loans per (worker, path of the round).
+    i64* log_loan
+    double* log_loss
+    i8* log_flags
+    i64* log_count
 
 
-cdef struct Accumulators:
-    # One chunk's rows of the accumulators.
-    double* money
-    i64* counts
-    double* sold
-    double* requested
-    double* unsold
-    double* step_sold
-    double* step_money
-
-
-cdef inline Accumulators _chunk_accumulators(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
-    cdef Accumulators acc
-    acc.money = k.acc_money + chunk * N_MONEY * G
-    acc.counts = k.acc_counts + chunk * N_COUNTS * G
-    acc.sold = k.acc_sold + chunk * k.n_assets * G
-    acc.requested = k.acc_requested + chunk * k.n_assets * G
-    acc.unsold = k.acc_unsold + chunk * k.n_assets * G
-    acc.step_sold = k.acc_step_sold + chunk * k.n_step_rows * k.n_assets * G
-    acc.step_money = k.acc_step_money + chunk * N_STEP_MONEY * k.n_step_rows * G
-    return acc
+cdef struct Worker:
+    i8* is_active
+    i64* alive
+    i64* act_list
+    i64* near
+    i64* pending
+    i64* fresh
+    i64* sort_tmp
+    i64* radix_counts
+    double* per_asset
+    i64* c_ptr
+    i64* l_ptr
+    i8* st_status
+    double* st_q
+    double* st_debt
+    i64* st_debt_step
+    double* st_principal
+    i32* st_call
+    i32* st_topup
+    double* st_order
+    i8* st_kind
+    i8* st_acted
+    i64* st_acted_step
+    i8* st_had_call
+    i8* st_had_liq
+    double* st_loss
+    double* st_cg
+    double* st_lg
+    double* acc_money        # [n_chunks, N_MONEY]
+    i64* acc_counts          # [n_chunks, N_COUNTS]
+    double* acc_sold         # [n_chunks, n_assets]
+    double* acc_step_money   # [n_chunks, N_STEP_MONEY, n_step_rows]
+    double* acc_step_sold    # [n_chunks, n_step_rows, n_assets]
+    double* schedule         # [n_loans] (record only)
 
 
 cdef inline u64 _mix64(u64 x) noexcept nogil:
@@ -329,24 +221,19 @@ cdef inline double _bridge_uniform(u64 loan_key, i64 path, i64 step) noexcept no
     return <double>((h >> 11) | 1) * TO_UNIT
 
 
-cdef inline double _guard_threshold(double debt_t, double collateral, double ltv_collateral) noexcept nogil:
-    """Price above which a pristine path's LTV is provably below the LTV level of
-    ``ltv_collateral`` (collateral * that level); the core kernels' test."""
-    cdef double threshold = debt_t / ltv_collateral
-    if not (TINY <= debt_t <= HUGE and TINY <= threshold <= HUGE):
-        return INF
-    if not (TINY <= collateral * threshold <= HUGE):
-        return INF
-    return threshold * (1.0 + MARGIN)
-
-
-cdef inline double _pristine_threshold(double debt_t, double collateral, double level) noexcept nogil:
-    """``_guard_threshold`` with the magnitude checks of ``level`` and its collateral."""
+cdef inline double _trigger_price(double debt, double collateral, double level) noexcept nogil:
+    """``_numba_coupled._trigger_price``: price above which ``debt / (collateral *
+    price) < level`` provably holds in floating point; +inf out of range."""
     cdef double level_collateral = collateral * level
     if not (TINY <= level <= HUGE and TINY <= collateral <= HUGE
             and TINY <= level_collateral <= HUGE):
         return INF
-    return _guard_threshold(debt_t, collateral, level_collateral)
+    cdef double threshold = debt / level_collateral
+    if not (TINY <= debt <= HUGE and TINY <= threshold <= HUGE):
+        return INF
+    if not (TINY <= collateral * threshold <= HUGE):
+        return INF
+    return threshold * (1.0 + MARGIN)
 
 
 cdef inline double slippage_factor(double delta, i64 sqrt_law) noexcept nogil:
@@ -362,222 +249,109 @@ cdef inline double slippage_factor(double delta, i64 sqrt_law) noexcept nogil:
     return -expm1(-delta) / delta
 
 
-cdef inline void _book(double* money, Py_ssize_t g, double fee, double interest, double principal,
-                       double residual, double proceeds, double debt_closed, double loss) noexcept nogil:
-    money[FEES * G + g] += fee
-    money[INTEREST * G + g] += interest
-    money[PRINCIPAL * G + g] += principal
-    money[RESIDUAL * G + g] += residual
-    money[PROCEEDS * G + g] += proceeds
-    money[DEBT_CLOSED * G + g] += debt_closed
-    money[LOSS * G + g] += loss
+cdef inline i64 _pack(i64 i, i64 s) noexcept nogil:
+    """A pending order's key: sorting keys sorts by loan index; the slot rides along."""
+    return (i << SLOT_BITS) | s
 
 
-cdef inline double _schedule(const Kernel* k, Py_ssize_t i, i64 t) noexcept nogil:
-    """A pristine loan's debt at step ``t`` (the shared schedule: one multiply per step,
-    advanced lazily from where it was last asked for)."""
-    cdef double debt = k.schedule_debt[i]
-    cdef i64 step = k.schedule_step[i]
-    cdef double g = k.growth[i]
-    while step < t:
-        debt = debt * g
-        step += 1
-    k.schedule_debt[i] = debt
-    k.schedule_step[i] = step
-    return debt
-
-
-cdef inline double _trigger(const Kernel* k, Py_ssize_t i, Py_ssize_t n_group) noexcept nogil:
-    """The touched loan's reach for the rest of the step: the highest ratio, over its open
-    paths that have not acted, of the price at which the path could be at or above its
-    liquidation LTV to the path's opening price (+inf: a path has an order). While every
-    path's price / opening price stays above it, no sweep can liquidate the loan."""
-    cdef Py_ssize_t g, idx
-    cdef Py_ssize_t a = k.asset[i]
-    cdef double reach = -INF
-    cdef double ratio
-    cdef double l = k.l[i]
-    for g in range(n_group):
-        idx = i * G + g
-        if k.status[idx] == OPEN and k.acted[idx] != k.t + 1:
-            ratio = _pristine_threshold(k.debt[idx], k.collateral[idx], l) * k.inverse_opening[a * G + g]
-            if ratio > reach or ratio != ratio:
-                reach = ratio if ratio == ratio else INF
-        elif k.pending[idx]:
-            return INF
-    return reach * (1.0 + MARGIN)
-
-
-cdef inline void _touch(const Kernel* k, Py_ssize_t i, double debt, i64 step) noexcept nogil:
-    """Initialise a pristine loan's state rows (every path open, initial terms, ``debt``
-    accrued through ``step``)."""
-    cdef Py_ssize_t g, idx
-    cdef double q0 = k.collateral0[i]
-    cdef double d0 = k.debt0[i]
-    for g in range(G):
-        idx = i * G + g
-        k.status[idx] = OPEN
-        k.collateral[idx] = q0
-        k.debt[idx] = debt
-        k.principal[idx] = d0
-        k.call_start[idx] = NO_STEP
-        k.topup_due[idx] = NO_STEP
-        k.order[idx] = 0.0
-        k.order_kind[idx] = ORDER_NONE
-        k.pending[idx] = 0
-        k.acted[idx] = 0
-        k.modified[idx] = 0
-        k.had_call[idx] = 0
-        k.had_liquidation[idx] = 0
-        k.loss[idx] = 0.0
-        k.guard[idx] = k.bound[i]
-    k.touched[i] = 1
-    k.debt_step[i] = step
-
-
-cdef inline void _advance(const Kernel* k, Py_ssize_t i, i64 t) noexcept nogil:
-    """Accrue a touched loan's path debts through step ``t`` (the steps it was passed
-    over: the same multiplies, in the same order, as one per step)."""
-    cdef Py_ssize_t g, idx
-    cdef i64 step = k.debt_step[i]
-    cdef i64 s
-    cdef double growth = k.growth[i]
-    cdef double debt
-    if step >= t:
-        return
-    for g in range(k.n_group):
-        idx = i * G + g
-        if k.status[idx] == CLOSED:
-            continue
-        debt = k.debt[idx]
-        for s in range(step, t):
-            debt = debt * growth
-        k.debt[idx] = debt
-    k.debt_step[i] = t
-
-
-cdef double _path_guard(const Kernel* k, Py_ssize_t i, Py_ssize_t idx) noexcept nogil:
-    """The guard of a touched loan's path (debts accrued through the current step): a
-    price above which, at any later step, sweep 1 changes nothing there but the debt's
-    accrual (open, no call, no order, LTV < m), and no later sweep of the step can
-    liquidate it (m <= l). A path on the shared schedule with the initial collateral
-    has the pristine bound (as in the core kernels); a partially sold or topped-up one
-    its own guard threshold at step T (a top-up's is far below the bound). -inf:
-    closed; +inf: always look."""
-    cdef i64 s
-    cdef double debt
-    cdef double growth = k.growth[i]
-    if k.status[idx] == CLOSED:
-        return -INF
-    if (k.status[idx] != OPEN or k.pending[idx] or k.call_start[idx] != NO_STEP
-            or k.topup_due[idx] != NO_STEP):
-        return INF
-    if not k.modified[idx] and k.collateral[idx] == k.collateral0[i]:
-        return k.bound[i]
-    if not (growth >= 1.0):
-        return INF
-    debt = k.debt[idx]
-    for s in range(k.debt_step[i], k.n_steps):
-        debt = debt * growth
-    return _pristine_threshold(debt, k.collateral[idx], k.m[i])
-
-
-cdef void _liquidate(const Kernel* k, Py_ssize_t i, Py_ssize_t idx, Py_ssize_t g, double ltv,
-                     double price, Accumulators* acc) noexcept nogil:
-    """Put up a liquidation order sized at ``price``."""
-    cdef double q = k.collateral[idx]
-    cdef double debt = k.debt[idx]
-    cdef double f = k.fee[i]
-    cdef double quantity = q
-    cdef double denominator, repay, repaid
+cdef inline void _slot_liquidate(const Shared* S, Worker* W, i64 s, double ltv, double price,
+                                 double tau, double fee, double l, i64 c) noexcept nogil:
+    """Put up a liquidation order sized at ``price`` (reference ``_liquidate``)."""
+    cdef double q, debt, quantity, denominator, repay, repaid
     cdef bint full
-    acc.counts[LIQUIDATIONS * G + g] += 1
-    k.had_liquidation[idx] = 1
-    k.call_start[idx] = NO_STEP
-    k.topup_due[idx] = NO_STEP
-    if k.mode == MODE_PARTIAL:
-        denominator = price / (1.0 + f) - k.tau[i] * price
+    W.acc_counts[c * N_COUNTS + LIQUIDATIONS] += 1
+    W.st_had_liq[s] = 1
+    W.st_call[s] = -1
+    W.st_topup[s] = -1
+    q = W.st_q[s]
+    debt = W.st_debt[s]
+    quantity = q
+    if S.mode == MODE_PARTIAL:
+        denominator = price / (1.0 + fee) - tau * price
         if denominator > 0.0:
-            quantity = (debt - k.tau[i] * q * price) / denominator
-    elif k.mode == MODE_CLOSE_FACTOR:
-        repay = debt if ltv >= k.l[i] * k.full_close_ltv else k.close_factor * debt
-        quantity = repay * (1.0 + f) / price
-    # An order sized at zero or less (a crossing drawn below the target LTV) is full.
-    full = k.mode == MODE_FULL or not (0.0 < quantity < q)
-    if not full and k.min_liquidation > 0.0:
-        repaid = quantity * price / (1.0 + f)
-        full = repaid < k.min_liquidation or debt - repaid < k.min_liquidation
-    k.order[idx] = q if full else quantity
-    k.order_kind[idx] = ORDER_FULL if full else ORDER_PART
-    k.status[idx] = LIQUIDATING
+            quantity = (debt - tau * q * price) / denominator
+    elif S.mode == MODE_CLOSE_FACTOR:
+        repay = debt if ltv >= l * S.full_close_ltv else S.close_factor * debt
+        quantity = repay * (1.0 + fee) / price
+    full = S.mode == MODE_FULL or not (0.0 < quantity and quantity < q)
+    if not full and S.min_liquidation > 0.0:
+        repaid = quantity * price / (1.0 + fee)
+        full = repaid < S.min_liquidation or debt - repaid < S.min_liquidation
+    W.st_order[s] = q if full else quantity
+    W.st_kind[s] = ORDER_FULL if full else ORDER_PART
+    W.st_status[s] = LIQUIDATING
 
 
-cdef bint _round_one(const Kernel* k, Py_ssize_t i, Py_ssize_t idx, Py_ssize_t g, double price,
-                     double previous_price, Accumulators* acc) noexcept nogil:
-    """The core rules of one open loan path at the step's opening price; True if it liquidates."""
-    cdef i64 t = k.t
-    cdef double debt = k.debt[idx]
-    cdef double q = k.collateral[idx]
+cdef inline bint _slot_round_one(const Shared* S, Worker* W, i64 s, i64 t, i64 path, double price,
+                                 double previous_price, double variance, i64 c) noexcept nogil:
+    """The core rules of one open loan-path at the step's opening price (reference
+    ``_round_one``); True if it liquidates."""
+    cdef double m = S.m_p[s]
+    cdef double l = S.l_p[s]
+    cdef double tau = S.tau_p[s]
+    cdef i64 cure = S.cure_p[s]
+    cdef u64 loan_key = S.key_p[s]
+    cdef double q = W.st_q[s]
+    cdef double debt = W.st_debt[s]
     cdef double ltv = debt / (q * price)
-    cdef double l = k.l[i]
-    cdef double m = k.m[i]
-    cdef double previous_ltv, variance, level, a, probability
-    cdef i64 path = k.path_offset + k.group_start + g
-    cdef bint liquidate = False
-    if k.topup_due[idx] == t:
-        k.topup_due[idx] = NO_STEP
+    cdef double previous_ltv, level, a, probability
+    cdef bint liquidate
+    if W.st_topup[s] == t:
+        W.st_topup[s] = -1
         if ltv >= m:
-            k.collateral[idx] = debt / (k.tau[i] * price)
-            k.call_start[idx] = NO_STEP
-            acc.counts[TOPUPS * G + g] += 1
-            k.acted[idx] = t + 1
+            W.st_q[s] = debt / (tau * price)
+            W.st_call[s] = -1
+            W.acc_counts[c * N_COUNTS + TOPUPS] += 1
+            W.st_acted[s] = 1
             return False
-    if k.bridge and t >= 1 and ltv < l:
+    liquidate = False
+    if S.bridge and t >= 1 and ltv < l:
         previous_ltv = debt / (q * previous_price)
-        variance = k.bridge_variance[(k.asset[i] * (k.n_steps + 1) + t) * k.n_paths + k.group_start + g]
         if previous_ltv < l and variance > 0.0:
             level = debt / (q * l)
             a = log(previous_price / level) * log(price / level)
             probability = exp(-2.0 * a / variance)
-            liquidate = _bridge_uniform(_mix64(k.seed_key ^ <u64>i), path, t) < probability
+            liquidate = _bridge_uniform(loan_key, path, t) < probability
     if liquidate:
         pass
     elif ltv >= l:
         liquidate = True
     elif ltv >= m:
-        if k.call_start[idx] == NO_STEP:
-            k.call_start[idx] = t
-            k.had_call[idx] = 1
-            acc.counts[CALLS * G + g] += 1
-            if _uniform(_mix64(k.seed_key ^ <u64>i), path, t) < k.topup_prob[i]:
-                k.topup_due[idx] = t + 1
-        elif k.cure[i] >= 1 and t - k.call_start[idx] >= k.cure[i]:
+        if W.st_call[s] < 0:
+            W.st_call[s] = <i32>t
+            W.st_had_call[s] = 1
+            W.acc_counts[c * N_COUNTS + CALLS] += 1
+            if _uniform(loan_key, path, t) < S.topup_p[s]:
+                W.st_topup[s] = <i32>(t + 1)
+        elif cure >= 1 and t - W.st_call[s] >= cure:
             liquidate = True
     else:
-        k.call_start[idx] = NO_STEP
-        k.topup_due[idx] = NO_STEP
+        W.st_call[s] = -1
+        W.st_topup[s] = -1
     if liquidate:
-        _liquidate(k, i, idx, g, ltv, price, acc)
+        _slot_liquidate(S, W, s, ltv, price, tau, S.fee_p[s], l, c)
     return liquidate
 
 
-cdef void _settle(const Kernel* k, Py_ssize_t i, Py_ssize_t idx, Py_ssize_t g, double fill,
-                  double execution, Accumulators* acc) noexcept nogil:
-    """Sell this round's fill of the loan's order at ``execution``."""
-    cdef Py_ssize_t a = k.asset[i]
-    cdef Py_ssize_t t = k.t
-    cdef double f = k.fee[i]
-    cdef double debt = k.debt[idx]
-    cdef double principal = k.principal[idx]
-    cdef double q = k.collateral[idx]
+cdef inline void _slot_settle(const Shared* S, Worker* W, i64 s, i64 t, i64 a, double fill,
+                              double execution, i64 c) noexcept nogil:
+    """Sell this round's fill of the loan-path's order at ``execution`` (reference
+    ``_settle``)."""
+    cdef double fee = S.fee_p[s]
+    cdef double debt = W.st_debt[s]
+    cdef double principal = W.st_principal[s]
+    cdef double q = W.st_q[s]
     cdef double interest = debt - principal
     cdef double proceeds, fee_due, fee_paid, rest, interest_paid, principal_paid, residual
     cdef double loss, x, repaid, remaining_principal
+    cdef double* money = W.acc_money + c * N_MONEY
+    cdef Py_ssize_t rows = S.n_step_rows
+    cdef bint record = S.record
     if interest < 0.0:
         interest = 0.0
-    if k.order_kind[idx] == ORDER_FULL and fill == 1.0:
+    if W.st_kind[s] == ORDER_FULL and fill == 1.0:
         proceeds = q * execution
-        fee_due = f * debt
+        fee_due = fee * debt
         fee_paid = proceeds if proceeds < fee_due else fee_due
         rest = proceeds - fee_paid
         interest_paid = rest if rest < interest else interest
@@ -585,672 +359,674 @@ cdef void _settle(const Kernel* k, Py_ssize_t i, Py_ssize_t idx, Py_ssize_t g, d
         principal_paid = rest if rest < principal else principal
         residual = rest - principal_paid
         loss = (interest - interest_paid) + (principal - principal_paid)
-        _book(acc.money, g, fee_paid, interest_paid, principal_paid, residual, proceeds, interest + principal, loss)
-        if k.record:
-            acc.step_money[(STEP_LOSS * k.n_step_rows + t) * G + g] += loss
-            acc.step_money[(STEP_FEES * k.n_step_rows + t) * G + g] += fee_paid
-            acc.step_sold[(t * k.n_assets + a) * G + g] += q
-        acc.sold[a * G + g] += q
-        k.loss[idx] = loss
-        k.status[idx] = CLOSED
-        acc.counts[FULL_LIQUIDATIONS * G + g] += 1
+        money[FEES] += fee_paid
+        money[INTEREST] += interest_paid
+        money[PRINCIPAL] += principal_paid
+        money[RESIDUAL] += residual
+        money[PROCEEDS] += proceeds
+        money[DEBT_CLOSED] += interest + principal
+        money[LOSS] += loss
+        if record:
+            W.acc_step_money[(c * N_STEP_MONEY + STEP_LOSS) * rows + t] += loss
+            W.acc_step_money[(c * N_STEP_MONEY + STEP_FEES) * rows + t] += fee_paid
+            W.acc_step_sold[(c * rows + t) * S.n_assets + a] += q
+        W.acc_sold[c * S.n_assets + a] += q
+        W.st_loss[s] = loss
+        W.st_status[s] = CLOSED
+        W.acc_counts[c * N_COUNTS + FULL_LIQUIDATIONS] += 1
         return
-    x = k.order[idx] if fill == 1.0 else k.order[idx] * fill
+    x = W.st_order[s] if fill == 1.0 else W.st_order[s] * fill
     if x <= 0.0:
         return  # nothing sold this round: the whole order waits
     proceeds = x * execution
-    repaid = proceeds / (1.0 + f)
+    repaid = proceeds / (1.0 + fee)
     if repaid >= debt:
-        # The sale covers the whole debt: the loan closes, the rest goes back.
-        fee_paid = f * debt
+        fee_paid = fee * debt
         residual = proceeds - fee_paid - interest - principal
-        _book(acc.money, g, fee_paid, interest, principal, residual, proceeds, interest + principal, 0.0)
-        if k.record:
-            acc.step_money[(STEP_FEES * k.n_step_rows + t) * G + g] += fee_paid
-            acc.step_sold[(t * k.n_assets + a) * G + g] += x
-        acc.sold[a * G + g] += x
-        k.status[idx] = CLOSED
-        acc.counts[FULL_LIQUIDATIONS * G + g] += 1
+        money[FEES] += fee_paid
+        money[INTEREST] += interest
+        money[PRINCIPAL] += principal
+        money[RESIDUAL] += residual
+        money[PROCEEDS] += proceeds
+        money[DEBT_CLOSED] += interest + principal
+        money[LOSS] += 0.0
+        if record:
+            W.acc_step_money[(c * N_STEP_MONEY + STEP_FEES) * rows + t] += fee_paid
+            W.acc_step_sold[(c * rows + t) * S.n_assets + a] += x
+        W.acc_sold[c * S.n_assets + a] += x
+        W.st_status[s] = CLOSED
+        W.acc_counts[c * N_COUNTS + FULL_LIQUIDATIONS] += 1
         return
-    fee_paid = f * repaid
+    fee_paid = fee * repaid
     interest_paid = repaid if repaid < interest else interest
     principal_paid = repaid - interest_paid
-    k.debt[idx] = debt - repaid
-    k.modified[idx] = 1
+    W.st_debt[s] = debt - repaid
     remaining_principal = principal - principal_paid
-    k.principal[idx] = remaining_principal if remaining_principal > 0.0 else 0.0
-    k.collateral[idx] = q - x
-    _book(acc.money, g, fee_paid, interest_paid, principal_paid, 0.0, proceeds, repaid, 0.0)
-    if k.record:
-        acc.step_money[(STEP_FEES * k.n_step_rows + t) * G + g] += fee_paid
-        acc.step_sold[(t * k.n_assets + a) * G + g] += x
-    acc.sold[a * G + g] += x
-    if fill == 1.0:
-        k.status[idx] = OPEN
-        k.order[idx] = 0.0
-    else:
-        k.order[idx] = k.order[idx] - x
-
-
-cdef double _visit_one(const Kernel* k, Py_ssize_t i, Accumulators* acc) noexcept nogil:
-    """Sweep 1 on loan ``i``: the core rules at the opening price on every path. Returns
-    an upper bound of the loan's trigger price for the rest of the step (+inf: it has
-    an order)."""
-    cdef Py_ssize_t a = k.asset[i]
-    cdef Py_ssize_t g, idx
-    cdef i64 t = k.t
-    cdef double debt, previous, threshold, bound, price, guard, ratio
-    cdef u64 mask
-    cdef const double* prices
-    cdef const double* inverse
-    cdef const double* guards
-    cdef double m = k.m[i]
-    cdef bint skip, quiet
-    cdef bint crossings = k.bridge and t >= 1
-    cdef i8 status
-    cdef i8 event[G]
-    cdef double ratios[G]
-    cdef i64 n_events = 0
-    if not k.touched[i]:
-        # The bound at step T first: one comparison for most loans.
-        bound = k.bound[i]
-        if k.low[a] > bound and (not crossings or k.low_both[a] > bound * k.reach[a]):
-            return bound / k.low[a] * (1.0 + MARGIN)
-        previous = _schedule(k, i, t - 1) if t >= 1 else k.debt0[i]
-        debt = previous * k.growth[i] if t >= 1 else previous
-        threshold = _pristine_threshold(debt, k.collateral0[i], m)
-        skip = k.low[a] > threshold
-        if skip and crossings:
-            skip = k.low_both[a] > _pristine_threshold(debt, k.collateral0[i], k.l[i]) * k.reach[a]
-        if skip:
-            return threshold / k.low[a] * (1.0 + MARGIN)
-        _touch(k, i, debt, t)
-    # Paths above their guard are quiet (one comparison each); if all are, the loan's
-    # debts accrue later, when they are next needed.
-    bound = -INF  # the highest guard / opening price
-    mask = 0
-    prices = k.price + a * G
-    inverse = k.inverse_opening + a * G
-    guards = k.guard + i * G
-    for g in range(k.n_group):
-        price = prices[g]
-        guard = guards[g]
-        if crossings:
-            previous = k.previous_price[a * G + g]
-            quiet = price > guard and (price if price < previous else previous) > guard * k.reach[a]
-        else:
-            quiet = price > guard
-        mask |= (<u64>(not quiet)) << g
-        guard = guard * inverse[g]
-        ratios[g] = guard
-        if guard > bound or guard != guard:
-            bound = guard if guard == guard else INF
-    if mask == 0:
-        return bound * (1.0 + MARGIN)
-    for g in range(k.n_group):
-        event[g] = (mask >> g) & 1
-    _advance(k, i, t)
-    # Of the other paths, those where a rule may act: an order waiting, a call in
-    # progress, LTV >= m, or a crossing that could be drawn.
-    n_events = 0
-    for g in range(k.n_group):
-        if not event[g]:
-            continue
-        idx = i * G + g
-        status = k.status[idx]
-        if status == CLOSED:
-            event[g] = 0
-            continue
-        if status == LIQUIDATING:
-            event[g] = 1
-            n_events += 1
-            continue
-        debt = k.debt[idx]
-        price = k.price[a * G + g]
-        quiet = (debt / (k.collateral[idx] * price) < m and k.call_start[idx] == NO_STEP
-                 and k.topup_due[idx] == NO_STEP)
-        if quiet and crossings:
-            previous = k.previous_price[a * G + g]
-            quiet = (price if price < previous else previous) > (
-                _pristine_threshold(debt, k.collateral[idx], k.l[i]) * k.reach[a])
-        event[g] = not quiet
-        n_events += not quiet
-    if n_events != 0:
-        for g in range(k.n_group):
-            if not event[g]:
-                continue
-            idx = i * G + g
-            if k.status[idx] == LIQUIDATING:
-                k.pending[idx] = 1
-                k.acted[idx] = t + 1
-                acc.requested[a * G + g] += k.order[idx]
-                continue
-            if _round_one(k, i, idx, g, k.price[a * G + g], k.previous_price[a * G + g], acc):
-                k.pending[idx] = 1
-                k.acted[idx] = t + 1
-                acc.requested[a * G + g] += k.order[idx]
-            k.guard[idx] = _path_guard(k, i, idx)
-    # The trigger (``_trigger``'s bound): a quiet path's guard / opening price bounds its
-    # share (above its guard, ``_visit_next`` leaves it alone); exact where that bound
-    # could list the loan, and on the other paths.
-    bound = -INF
-    for g in range(k.n_group):
-        ratio = ratios[g]
-        if (mask >> g) & 1 or not (ratio < NEAR_SHARE):
-            idx = i * G + g
-            if k.status[idx] == OPEN and k.acted[idx] != t + 1:
-                guard = _pristine_threshold(k.debt[idx], k.collateral[idx], k.l[i]) * inverse[g]
-                if guard != guard:
-                    guard = INF
-                if not (mask >> g) & 1 and ratio < guard:
-                    guard = ratio
-                ratio = guard
-            elif k.pending[idx]:
-                return INF
-            else:
-                continue
-        if ratio > bound or ratio != ratio:
-            bound = ratio if ratio == ratio else INF
-    return bound * (1.0 + MARGIN)
-
-
-cdef double _visit_next(const Kernel* k, Py_ssize_t i, Accumulators* acc) noexcept nogil:
-    """Sweep k >= 2 on loan ``i``: settle the last round's orders, then (while
-    ``k.decide``) liquidate open paths that have not acted and now reach l. Returns an
-    upper bound of the loan's trigger price for the rest of the step."""
-    cdef Py_ssize_t a = k.asset[i]
-    cdef Py_ssize_t g, idx
-    cdef bint decide = k.decide
-    cdef double ltv, price, threshold, debt
-    if not k.touched[i]:
-        # Nothing pending: only a new liquidation could happen.
-        if not decide or k.low[a] > k.bound[i]:
-            return k.bound[i] / k.low_open[a] * (1.0 + MARGIN)
-        debt = _schedule(k, i, k.t)
-        threshold = _pristine_threshold(debt, k.collateral0[i], k.l[i])
-        if k.low[a] > threshold:
-            return threshold / k.low_open[a] * (1.0 + MARGIN)
-        _touch(k, i, debt, k.t)
-    else:
-        _advance(k, i, k.t)
-    for g in range(k.n_group):
-        if not k.active[g]:
-            continue
-        idx = i * G + g
-        price = k.price[a * G + g]
-        if k.pending[idx]:
-            k.pending[idx] = 0
-            _settle(k, i, idx, g, k.fill[a * G + g], k.execution[a * G + g], acc)
-            k.guard[idx] = _path_guard(k, i, idx)
-        elif decide and price <= k.guard[idx] and k.status[idx] == OPEN and k.acted[idx] != k.t + 1:
-            ltv = k.debt[idx] / (k.collateral[idx] * price)
-            if ltv >= k.l[i]:
-                _liquidate(k, i, idx, g, ltv, price, acc)
-                k.pending[idx] = 1
-                k.acted[idx] = k.t + 1
-                acc.requested[a * G + g] += k.order[idx]
-                k.guard[idx] = INF
-    return _trigger(k, i, k.n_group)
-
-
-cdef inline void _file(const Kernel* k, Py_ssize_t chunk, Py_ssize_t i, double trigger,
-                       i64* count) noexcept nogil:
-    """Put loan ``i`` on its chunk's near list, or raise the chunk's highest trigger
-    price of loans not listed."""
-    cdef Py_ssize_t a = k.asset[i]
-    cdef double* crit = k.crit + chunk * k.n_assets
-    if trigger >= NEAR_SHARE or trigger != trigger:
-        k.near[chunk * LOAN_CHUNK + count[0]] = i
-        k.trig[i] = trigger
-        count[0] += 1
-    elif trigger > crit[a]:
-        crit[a] = trigger
-
-
-cdef void _sweep_one(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
-    """Sweep 1 of step ``k.t`` over one chunk, in loan order; files the near list."""
-    cdef Accumulators acc = _chunk_accumulators(k, chunk)
-    cdef Py_ssize_t start = chunk * LOAN_CHUNK
-    cdef Py_ssize_t stop = start + LOAN_CHUNK
-    cdef Py_ssize_t i, a
-    cdef i64 count = 0
-    if stop > k.n_loans:
-        stop = k.n_loans
-    memset(acc.requested, 0, k.n_assets * G * sizeof(double))
-    for a in range(k.n_assets):
-        k.crit[chunk * k.n_assets + a] = -INF
-    for i in range(start, stop):
-        _file(k, chunk, i, _visit_one(k, i, &acc), &count)
-    k.near_count[chunk] = count
-
-
-cdef void _sweep_next(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
-    """Sweep k >= 2 over one chunk, in loan order: its near list while no other loan can
-    reach its liquidation level, else every loan (filing the list anew)."""
-    cdef Accumulators acc = _chunk_accumulators(k, chunk)
-    cdef Py_ssize_t start = chunk * LOAN_CHUNK
-    cdef Py_ssize_t stop = start + LOAN_CHUNK
-    cdef Py_ssize_t i, a, j
-    cdef i64 count = 0
-    cdef bint scan = False
-    cdef const i64* near = k.near + chunk * LOAN_CHUNK
-    if stop > k.n_loans:
-        stop = k.n_loans
-    memset(acc.requested, 0, k.n_assets * G * sizeof(double))
-    if k.decide:
-        for a in range(k.n_assets):
-            if not (k.drop[a] > k.crit[chunk * k.n_assets + a]):
-                scan = True
-    if not scan:
-        # A listed loan with no order and no path that can reach l is passed over.
-        for j in range(k.near_count[chunk]):
-            i = near[j]
-            if not (k.drop[k.asset[i]] > k.trig[i]):
-                k.trig[i] = _visit_next(k, i, &acc)
-        return
-    for a in range(k.n_assets):
-        k.crit[chunk * k.n_assets + a] = -INF
-    for i in range(start, stop):
-        _file(k, chunk, i, _visit_next(k, i, &acc), &count)
-    k.near_count[chunk] = count
-
-
-cdef void _record_exposure(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
-    """Record mode, after step ``k.t``: debt and collateral value of every loan path not
-    closed, in loan order."""
-    cdef Accumulators acc = _chunk_accumulators(k, chunk)
-    cdef Py_ssize_t start = chunk * LOAN_CHUNK
-    cdef Py_ssize_t stop = start + LOAN_CHUNK
-    cdef Py_ssize_t i, g, idx, a
-    cdef Py_ssize_t n_group = k.n_group
-    cdef double* open_debt = acc.step_money + (STEP_OPEN_DEBT * k.n_step_rows + k.t) * G
-    cdef double* value = acc.step_money + (STEP_COLLATERAL_VALUE * k.n_step_rows + k.t) * G
-    cdef double debt, q0
-    if stop > k.n_loans:
-        stop = k.n_loans
-    for i in range(start, stop):
-        a = k.asset[i]
-        if k.touched[i]:
-            _advance(k, i, k.t)
-            for g in range(n_group):
-                idx = i * G + g
-                if k.status[idx] != CLOSED:
-                    open_debt[g] += k.debt[idx]
-                    value[g] += k.collateral[idx] * k.price[a * G + g]
-        else:
-            debt = _schedule(k, i, k.t)
-            q0 = k.collateral0[i]
-            for g in range(n_group):
-                open_debt[g] += debt
-                value[g] += q0 * k.price[a * G + g]
-
-
-cdef void _log(Kernel* k, Py_ssize_t i, i64 calls, i64 liquidated, double loss) noexcept nogil:
-    """Append a loan's output entry to the group's log."""
-    cdef Log* log = &k.log
-    cdef Py_ssize_t capacity
-    cdef LoanEntry* entries
-    if log.count == log.capacity:
-        capacity = 2 * log.capacity if log.capacity > 0 else 1024
-        entries = <LoanEntry*>realloc(log.entries, capacity * sizeof(LoanEntry))
-        if entries == NULL:
-            k.failed = True
-            return
-        log.entries = entries
-        log.capacity = capacity
-    log.entries[log.count].loan = i
-    log.entries[log.count].calls = calls
-    log.entries[log.count].liquidated = liquidated
-    log.entries[log.count].loss = loss
-    log.count += 1
-
-
-cdef void _horizon(Kernel* k, Py_ssize_t chunk) noexcept nogil:
-    """After step T: unrealised shortfall, unsold collateral, and the loans' outputs
-    logged (in loan order, each loan's paths in order; zero losses and counts left out,
-    since adding them changes nothing)."""
-    cdef Accumulators acc = _chunk_accumulators(k, chunk)
-    cdef Py_ssize_t start = chunk * LOAN_CHUNK
-    cdef Py_ssize_t stop = start + LOAN_CHUNK
-    cdef Py_ssize_t i, g, idx, a
-    cdef Py_ssize_t n_group = k.n_group
-    cdef double* unrealised = acc.money + UNREALISED * G
-    cdef double shortfall, debt, q0
-    cdef i64 n_called, n_liquidated
-    if stop > k.n_loans:
-        stop = k.n_loans
-    for i in range(start, stop):
-        a = k.asset[i]
-        if k.touched[i]:
-            _advance(k, i, k.n_steps)
-            n_called = 0
-            n_liquidated = 0
-            for g in range(n_group):
-                idx = i * G + g
-                if k.status[idx] != CLOSED:
-                    shortfall = k.debt[idx] - k.collateral[idx] * k.previous_price[a * G + g]
-                    unrealised[g] += shortfall if shortfall > 0.0 else 0.0
-                if k.status[idx] == LIQUIDATING:
-                    acc.unsold[a * G + g] += k.order[idx]
-                if k.loss[idx] != 0.0:
-                    _log(k, i, 0, 0, k.loss[idx])
-                n_called += k.had_call[idx]
-                n_liquidated += k.had_liquidation[idx]
-            if n_called != 0 or n_liquidated != 0:
-                _log(k, i, n_called, n_liquidated, 0.0)
-        else:
-            # No loss, call or liquidation on any path (adding them would add zeros).
-            # With m <= 1, a price above the loan's bound puts LTV < m <= 1 on every
-            # path: the shortfall is not positive and 0.0 would be added.
-            if k.m[i] <= 1.0 and k.low[a] > k.bound[i]:
-                continue
-            debt = _schedule(k, i, k.n_steps)
-            q0 = k.collateral0[i]
-            for g in range(n_group):
-                shortfall = debt - q0 * k.previous_price[a * G + g]
-                unrealised[g] += shortfall if shortfall > 0.0 else 0.0
-
-
-cdef void _bounds(const Kernel* k, Py_ssize_t chunk) noexcept nogil:
-    """``k.bound`` of one chunk's loans: the guard threshold of the schedule at step T."""
-    cdef Py_ssize_t start = chunk * LOAN_CHUNK
-    cdef Py_ssize_t stop = start + LOAN_CHUNK
-    cdef Py_ssize_t i, t
-    cdef double debt, g
-    cdef double* bound = <double*>k.bound
-    if stop > k.n_loans:
-        stop = k.n_loans
-    for i in range(start, stop):
-        debt = k.debt0[i]
-        g = k.growth[i]
-        for t in range(k.n_steps):
-            debt = debt * g
-        bound[i] = _pristine_threshold(debt, k.collateral0[i], k.m[i]) if g >= 1.0 else INF
-
-
-cdef bint _clear(Kernel* k, const Block* b) noexcept nogil:
-    """Between sweeps, serially per path and asset: fill share, impact, slippage and
-    execution price of the orders the last sweep put up; the new price. Paths without
-    orders stop clearing (``k.active``). Returns True if some path cleared."""
-    cdef Py_ssize_t n_assets = k.n_assets
-    cdef Py_ssize_t n_chunks = k.n_chunks
-    cdef const double* raw = b.raw
-    cdef const double* cap = b.cap
-    cdef const double* depth = b.depth
-    cdef const double* move = b.move
-    cdef const i64* sqrt_law = b.sqrt_law
-    cdef const double* share = b.share
-    cdef double* permanent = k.permanent
-    cdef double* transient = k.transient
-    cdef double* sold_in_step = k.sold_in_step
-    cdef i64* rounds = k.rounds
-    cdef Py_ssize_t g, a, c, ag
-    cdef double total, room, filled, ratio, delta, price
-    cdef bint any_order, any_active = False
-    cdef double totals[64]
-    cdef double* requested
-    for g in range(k.n_group):
-        if not k.active[g]:
-            continue
-        any_order = False
-        for a in range(n_assets):
-            total = 0.0
-            for c in range(n_chunks):
-                total += k.acc_requested[(c * n_assets + a) * G + g]
-            totals[a] = total
-            if total > 0.0:
-                any_order = True
-        if not any_order:
-            k.active[g] = 0
-            continue
-        any_active = True
-        rounds[g] += 1
-        for a in range(n_assets):
-            ag = a * G + g
-            total = totals[a]
-            price = k.price[ag]
-            k.fill[ag] = 1.0
-            k.execution[ag] = price
-            if total <= 0.0:
-                continue
-            room = cap[a] - sold_in_step[ag]
-            if total <= room:
-                k.fill[ag] = 1.0
-                filled = total
-            else:
-                k.fill[ag] = room / total if room > 0.0 else 0.0
-                filled = total * k.fill[ag]
-            sold_in_step[ag] = sold_in_step[ag] + filled
-            # The notional at the path's own (unimpacted) price.
-            ratio = filled * raw[(a * (k.n_steps + 1) + k.t) * k.n_paths + k.group_start + g] / depth[a]
-            delta = move[a] * (sqrt(ratio) if sqrt_law[a] else ratio)
-            k.execution[ag] = price * slippage_factor(delta, sqrt_law[a])
-            permanent[ag] = permanent[ag] + share[a] * delta
-            transient[ag] = transient[ag] + (1.0 - share[a]) * delta
-        for a in range(n_assets):
-            ag = a * G + g
-            k.price[ag] = raw[(a * (k.n_steps + 1) + k.t) * k.n_paths + k.group_start + g] * exp(
-                -(permanent[ag] + transient[ag]))
-    return any_active
-
-
-cdef void _lowest_prices(Kernel* k, bint with_previous) noexcept nogil:
-    """``k.low`` (and ``k.low_both``): the lowest price of each asset over the paths a
-    sweep evaluates."""
-    cdef Py_ssize_t a, g
-    cdef double low, low_both, v, drop
-    for a in range(k.n_assets):
-        low = INF
-        low_both = INF
-        for g in range(k.n_group):
-            if not k.active[g]:
-                continue
-            v = k.price[a * G + g]
-            if v < low or v != v:
-                low = v if v == v else -INF
-            if with_previous:
-                if v < low_both or v != v:
-                    low_both = v if v == v else -INF
-                v = k.previous_price[a * G + g]
-                if v < low_both or v != v:
-                    low_both = v if v == v else -INF
-        k.low[a] = low
-        k.low_both[a] = low_both
-        drop = INF
-        for g in range(k.n_group):
-            if not k.active[g]:
-                continue
-            v = k.price[a * G + g] / k.opening[a * G + g]
-            if v < drop or v != v:
-                drop = v if v == v else -INF
-        k.drop[a] = drop
-
-
-cdef void _merge(Kernel* k, Block* b, Py_ssize_t group) noexcept nogil:
-    """Hand the group's log over and add every finished group's log, in group order, into
-    the per-loan outputs: each loan's losses are added in path order, as by one thread."""
-    cdef Py_ssize_t j
-    cdef Log* log
-    cdef LoanEntry* e
-    ltvsim_lock_set(&b.lock)
-    b.logs[group] = k.log
-    b.finished[group] = 1
-    k.log.entries = NULL
-    k.log.count = 0
-    k.log.capacity = 0
-    while b.merged < b.n_groups and b.finished[b.merged]:
-        log = &b.logs[b.merged]
-        for j in range(log.count):
-            e = &log.entries[j]
-            if e.loss != 0.0:
-                b.loan_loss[e.loan] = b.loan_loss[e.loan] + e.loss
-            b.loan_calls[e.loan] += e.calls
-            b.loan_liquidated[e.loan] += e.liquidated
-        free(log.entries)
-        log.entries = NULL
-        log.count = 0
-        b.merged += 1
-    ltvsim_lock_unset(&b.lock)
-
-
-cdef void _run_group(Kernel* k, Block* b, Py_ssize_t group) noexcept nogil:
-    """Every step of one group of paths, serially over the loan chunks, with the calling
-    thread's own state (``k``); then the group's sums, in chunk order."""
-    cdef Py_ssize_t n_loans = k.n_loans
-    cdef Py_ssize_t n_assets = k.n_assets
-    cdef Py_ssize_t n_steps = k.n_steps
-    cdef Py_ssize_t n_paths = k.n_paths
-    cdef Py_ssize_t n_chunks = k.n_chunks
-    cdef Py_ssize_t n_step_rows = k.n_step_rows
-    cdef Py_ssize_t group_start = group * G
-    cdef Py_ssize_t n_group = n_paths - group_start
-    cdef Py_ssize_t g, a, c, j, t, p, ag, chunk
-    cdef bint bridge = k.bridge
-    cdef bint record = k.record
-    cdef i64 round_number
-    cdef double factor, v, vmax, total
-    cdef double* price = k.price
-    cdef double* permanent = k.permanent
-    cdef double* transient = k.transient
-    cdef double* worst_factor = k.worst_factor
-    cdef i64* deepest = k.deepest
-    if n_group > G:
-        n_group = G
-    k.group_start = group_start
-    k.n_group = n_group
-    memset(k.touched, 0, n_loans * sizeof(i8))
-    memcpy(k.schedule_debt, k.debt0, n_loans * sizeof(double))
-    memset(k.schedule_step, 0, n_loans * sizeof(i64))
-    memset(k.acc_money, 0, n_chunks * N_MONEY * G * sizeof(double))
-    memset(k.acc_counts, 0, n_chunks * N_COUNTS * G * sizeof(i64))
-    memset(k.acc_sold, 0, n_chunks * n_assets * G * sizeof(double))
-    memset(k.acc_unsold, 0, n_chunks * n_assets * G * sizeof(double))
+    W.st_principal[s] = remaining_principal if remaining_principal > 0.0 else 0.0
+    W.st_q[s] = q - x
+    money[FEES] += fee_paid
+    money[INTEREST] += interest_paid
+    money[PRINCIPAL] += principal_paid
+    money[RESIDUAL] += 0.0
+    money[PROCEEDS] += proceeds
+    money[DEBT_CLOSED] += repaid
+    money[LOSS] += 0.0
     if record:
-        memset(k.acc_step_sold, 0, n_chunks * n_step_rows * n_assets * G * sizeof(double))
-        memset(k.acc_step_money, 0, n_chunks * N_STEP_MONEY * n_step_rows * G * sizeof(double))
-    for ag in range(n_assets * G):
-        permanent[ag] = 0.0
-        transient[ag] = 0.0
-        k.previous_price[ag] = 0.0
-        worst_factor[ag] = 1.0
-    for g in range(G):
-        deepest[g] = 0
+        W.acc_step_money[(c * N_STEP_MONEY + STEP_FEES) * rows + t] += fee_paid
+        W.acc_step_sold[(c * rows + t) * S.n_assets + a] += x
+    W.acc_sold[c * S.n_assets + a] += x
+    if fill == 1.0:
+        W.st_status[s] = OPEN
+        W.st_order[s] = 0.0
+    else:
+        W.st_order[s] = W.st_order[s] - x
 
+
+cdef inline void _catch_up(const Shared* S, Worker* W, i64 s, i64 t) noexcept nogil:
+    """Accrue a slot's debt to step ``t`` lazily: the same repeated multiplication the
+    reference does step by step."""
+    cdef double growth = S.growth_p[s]
+    cdef double d = W.st_debt[s]
+    cdef i64 k = W.st_debt_step[s]
+    while k < t:
+        d = d * growth
+        k += 1
+    W.st_debt[s] = d
+    W.st_debt_step[s] = t
+
+
+cdef inline void _refresh_guards(const Shared* S, Worker* W, i64 s) noexcept nogil:
+    """A slot's call and liquidation guard prices for its present debt and collateral."""
+    cdef double bound = W.st_debt[s] * S.gmax_p[s] * GROWTH_SLACK
+    cdef double q = W.st_q[s]
+    W.st_cg[s] = _trigger_price(bound, q, S.m_p[s])
+    W.st_lg[s] = _trigger_price(bound, q, S.l_p[s])
+
+
+cdef void _sort_prefix(i64* keys, Py_ssize_t n, i64* tmp, i64* counts, i64 loan_bits) noexcept nogil:
+    """Sort ``keys[:n]`` (``_pack``ed, distinct loans) by loan index, in place: insertion
+    sort when short, else least-significant-digit radix sort through ``tmp``."""
+    cdef Py_ssize_t k, j, d
+    cdef i64 key, running, c, shift
+    cdef i64 radix = 1 << RADIX_BITS
+    cdef i64* src
+    cdef i64* dst
+    cdef i64* swap
+    if n < 48:
+        for k in range(1, n):
+            key = keys[k]
+            j = k - 1
+            while j >= 0 and keys[j] > key:
+                keys[j + 1] = keys[j]
+                j -= 1
+            keys[j + 1] = key
+        return
+    src = keys
+    dst = tmp
+    shift = SLOT_BITS
+    while shift < SLOT_BITS + loan_bits:
+        for d in range(radix):
+            counts[d] = 0
+        for k in range(n):
+            counts[(src[k] >> shift) & (radix - 1)] += 1
+        running = 0
+        for d in range(radix):
+            c = counts[d]
+            counts[d] = running
+            running += c
+        for k in range(n):
+            d = (src[k] >> shift) & (radix - 1)
+            dst[counts[d]] = src[k]
+            counts[d] += 1
+        swap = src
+        src = dst
+        dst = swap
+        shift += RADIX_BITS
+    if src != keys:
+        for k in range(n):
+            keys[k] = src[k]
+
+
+cdef void _chunked_totals(const Shared* S, Worker* W, Py_ssize_t n_pending, double* total,
+                          double* part) noexcept nogil:
+    """Requested units per asset: per chunk in loan order, then chunk by chunk (the
+    reference's order; ``pending`` holds sorted ``_pack``ed keys)."""
+    cdef Py_ssize_t n_assets = S.n_assets
+    cdef Py_ssize_t a, k
+    cdef i64 i, s, c, chunk
+    for a in range(n_assets):
+        total[a] = 0.0
+        part[a] = 0.0
+    chunk = -1
+    for k in range(n_pending):
+        i = W.pending[k] >> SLOT_BITS
+        s = W.pending[k] & SLOT_MASK
+        c = i // LOAN_CHUNK
+        if c != chunk:
+            if chunk >= 0:
+                for a in range(n_assets):
+                    total[a] += part[a]
+                    part[a] = 0.0
+            chunk = c
+        part[S.asset_p[s]] += W.st_order[s]
+    if chunk >= 0:
+        for a in range(n_assets):
+            total[a] += part[a]
+
+
+cdef inline void _activate(const Shared* S, Worker* W, i64 s, Py_ssize_t n_alive,
+                           Py_ssize_t n_act) noexcept nogil:
+    """Open slot ``s`` as the reference has it before it is first touched (debt accrued
+    lazily). The caller increments ``n_alive`` and ``n_act``."""
+    W.is_active[s] = 1
+    W.st_status[s] = OPEN
+    W.st_q[s] = S.collateral_p[s]
+    W.st_debt[s] = S.debt_p[s]
+    W.st_debt_step[s] = 0
+    W.st_principal[s] = S.debt_p[s]
+    W.st_call[s] = -1
+    W.st_topup[s] = -1
+    W.st_order[s] = 0.0
+    W.st_kind[s] = 0
+    W.st_acted[s] = 0
+    W.st_acted_step[s] = -1
+    W.st_had_call[s] = 0
+    W.st_had_liq[s] = 0
+    W.st_loss[s] = 0.0
+    W.st_cg[s] = S.cg_p[s]
+    W.st_lg[s] = S.lg_p[s]
+    W.alive[n_alive] = s
+    W.act_list[n_act] = s
+
+
+cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept nogil:
+    """Every loan on path ``jp`` of the block (``_numba_coupled._run_path``)."""
+    cdef Py_ssize_t n_assets = S.n_assets
+    cdef Py_ssize_t n_steps = S.n_steps
+    cdef Py_ssize_t n_paths = S.n_paths
+    cdef Py_ssize_t n_loans = S.n_loans
+    cdef Py_ssize_t n_chunks = S.n_chunks
+    cdef Py_ssize_t rows = S.n_step_rows
+    cdef Py_ssize_t n_t = n_steps + 1
+    cdef bint record = S.record
+    cdef bint bridge = S.bridge
+    cdef i64 path = S.path_offset + jp
+    cdef i64 loan_bits = S.loan_bits
+    cdef double* permanent = W.per_asset
+    cdef double* transient = W.per_asset + n_assets
+    cdef double* price = W.per_asset + 2 * n_assets
+    cdef double* previous_price = W.per_asset + 3 * n_assets
+    cdef double* low = W.per_asset + 4 * n_assets
+    cdef double* reach = W.per_asset + 5 * n_assets
+    cdef double* near_price = W.per_asset + 6 * n_assets
+    cdef double* worst = W.per_asset + 7 * n_assets
+    cdef double* fill = W.per_asset + 8 * n_assets
+    cdef double* execution = W.per_asset + 9 * n_assets
+    cdef double* sold_in_step = W.per_asset + 10 * n_assets
+    cdef double* total = W.per_asset + 11 * n_assets
+    cdef double* part = W.per_asset + 12 * n_assets
+    cdef double* unsold = W.per_asset + 13 * n_assets
+    cdef i64* c_ptr = W.c_ptr
+    cdef i64* l_ptr = W.l_ptr
+    cdef i64* alive = W.alive
+    cdef i64* pending = W.pending
+    cdef i64* near = W.near
+    cdef i64* fresh = W.fresh
+    cdef i8* st_status = W.st_status
+    cdef const i64* asset_p = S.asset_p
+    cdef const double* cg_p = S.cg_p
+    cdef const double* lg_p = S.lg_p
+    cdef const double* prices = S.prices
+    cdef const double* variance = S.variance
+    cdef Py_ssize_t n_alive = 0, n_act = 0, n_pending, n_near, n_fresh, kept, n_short, n_log
+    cdef Py_ssize_t k, b, tt
+    cdef i64 t, a, s, i, c, stop, chunk, deepest = 0, rounds, round_number, status
+    cdef i64 flags
+    cdef bint crossings, has_orders, decide, rescan
+    cdef double raw, room, filled, ratio, delta, factor, ltv, v, shortfall, p
+
+    memset(W.acc_money, 0, n_chunks * N_MONEY * sizeof(double))
+    memset(W.acc_counts, 0, n_chunks * N_COUNTS * sizeof(i64))
+    memset(W.acc_sold, 0, n_chunks * n_assets * sizeof(double))
+    if record:
+        memset(W.acc_step_money, 0, n_chunks * N_STEP_MONEY * rows * sizeof(double))
+        memset(W.acc_step_sold, 0, n_chunks * rows * n_assets * sizeof(double))
+        for k in range(n_loans):
+            W.schedule[k] = S.debt_of[k]
+    for a in range(n_assets):
+        permanent[a] = 0.0
+        transient[a] = 0.0
+        previous_price[a] = 0.0
+        reach[a] = 1.0
+        worst[a] = 1.0
+        unsold[a] = 0.0
+        c_ptr[a] = S.order_start[a]
+        l_ptr[a] = S.order_start[a]
     for t in range(n_steps + 1):
-        k.t = t
-        # The step's opening price: decay the transient impact, apply both.
+        crossings = bridge and t >= 1
         for a in range(n_assets):
-            if bridge and t >= 1:
-                vmax = 0.0
-                for g in range(n_group):
-                    v = k.bridge_variance[(a * (n_steps + 1) + t) * n_paths + group_start + g]
-                    if v > vmax or v != v:
-                        vmax = v if v == v else INF
-                k.reach[a] = exp(sqrt(BRIDGE_REACH * vmax)) * (1.0 + MARGIN)
-            for g in range(n_group):
-                ag = a * G + g
-                if t >= 1:
-                    transient[ag] = transient[ag] * b.decay[a]
-                price[ag] = b.raw[(a * (n_steps + 1) + t) * n_paths + group_start + g] * exp(
-                    -(permanent[ag] + transient[ag]))
-                k.sold_in_step[ag] = 0.0
-        for g in range(n_group):
-            k.active[g] = 1
-            k.rounds[g] = 0
+            if t >= 1:
+                transient[a] = transient[a] * S.decay[a]
+            price[a] = prices[(a * n_t + t) * n_paths + jp] * exp(-(permanent[a] + transient[a]))
+            sold_in_step[a] = 0.0
+            near_price[a] = price[a] * NEAR_SHARE
+            if crossings:
+                low[a] = price[a] if price[a] < previous_price[a] else previous_price[a]
+                reach[a] = exp(sqrt(BRIDGE_REACH * variance[(a * n_t + t) * n_paths + jp])) * BRIDGE_SLACK
+        # Activation.
         for a in range(n_assets):
-            for g in range(n_group):
-                ag = a * G + g
-                k.opening[ag] = price[ag]
-                k.inverse_opening[ag] = 1.0 / price[ag]
-        _lowest_prices(k, bridge and t >= 1)
-        for a in range(n_assets):
-            k.low_open[a] = k.low[a]
-        # Sweep 1.
-        for chunk in range(n_chunks):
-            _sweep_one(k, chunk)
+            stop = S.order_start[a + 1]
+            s = c_ptr[a]
+            while s < stop and cg_p[s] >= price[a]:
+                if W.is_active[s] == 0:
+                    _activate(S, W, s, n_alive, n_act)
+                    n_alive += 1
+                    n_act += 1
+                s += 1
+            c_ptr[a] = s
+            if crossings:
+                k = l_ptr[a]
+                while k < stop and lg_p[S.l_rank[k]] * reach[a] >= low[a]:
+                    s = S.l_rank[k]
+                    if W.is_active[s] == 0:
+                        _activate(S, W, s, n_alive, n_act)
+                        n_alive += 1
+                        n_act += 1
+                    k += 1
+                l_ptr[a] = k
+        # Sweep 1 over the live slots (closed ones leave the list).
+        n_pending = 0
+        n_near = 0
+        kept = 0
+        for k in range(n_alive):
+            s = alive[k]
+            status = st_status[s]
+            if status == CLOSED:
+                continue
+            alive[kept] = s
+            kept += 1
+            a = asset_p[s]
+            if status == LIQUIDATING:
+                _catch_up(S, W, s, t)
+                W.st_acted_step[s] = t
+                pending[n_pending] = _pack(S.loan_p[s], s)
+                n_pending += 1
+                continue
+            if W.st_call[s] < 0 and W.st_topup[s] < 0 and price[a] > W.st_cg[s]:
+                if not crossings or low[a] > W.st_lg[s] * reach[a]:
+                    if W.st_lg[s] >= near_price[a]:
+                        near[n_near] = s
+                        n_near += 1
+                    continue
+            _catch_up(S, W, s, t)
+            W.st_acted[s] = 0
+            i = S.loan_p[s]
+            v = variance[(a * n_t + t) * n_paths + jp] if bridge else 0.0
+            if _slot_round_one(S, W, s, t, path, price[a], previous_price[a], v, i // LOAN_CHUNK):
+                W.st_acted_step[s] = t
+                pending[n_pending] = _pack(i, s)
+                n_pending += 1
+            elif W.st_acted[s]:  # a top-up: more collateral, lower guards
+                W.st_acted_step[s] = t
+                _refresh_guards(S, W, s)
+            elif W.st_lg[s] >= near_price[a]:
+                near[n_near] = s
+                n_near += 1
+        n_alive = kept
+        _sort_prefix(pending, n_pending, W.sort_tmp, W.radix_counts, loan_bits)
+        rounds = 0
         round_number = 1
-        while _clear(k, b):
-            round_number = round_number + 1
-            k.decide = round_number <= b.max_rounds
-            _lowest_prices(k, False)
-            for chunk in range(n_chunks):
-                _sweep_next(k, chunk)
-        for g in range(n_group):
-            if k.rounds[g] > deepest[g]:
-                deepest[g] = k.rounds[g]
+        while True:
+            _chunked_totals(S, W, n_pending, total, part)
+            has_orders = False
             for a in range(n_assets):
-                ag = a * G + g
-                k.previous_price[ag] = price[ag]
-                factor = exp(-(permanent[ag] + transient[ag]))
-                if record:
-                    b.step_impact[(t * n_assets + a) * n_paths + group_start + g] = factor
-                if factor < worst_factor[ag]:
-                    worst_factor[ag] = factor
-        if record:
-            for chunk in range(n_chunks):
-                _record_exposure(k, chunk)
-
-    # After step T; then the chunks' sums, in chunk order.
-    for g in range(n_group):
-        k.active[g] = 1
-    _lowest_prices(k, False)  # of the final prices (price is previous_price now)
-    for chunk in range(n_chunks):
-        _horizon(k, chunk)
-    for g in range(n_group):
-        p = group_start + g
-        for c in range(n_chunks):
-            for j in range(N_MONEY):
-                b.path_money[j * n_paths + p] += k.acc_money[(c * N_MONEY + j) * G + g]
-            for j in range(N_COUNTS):
-                b.path_counts[j * n_paths + p] += k.acc_counts[(c * N_COUNTS + j) * G + g]
+                if total[a] > 0.0:
+                    has_orders = True
+            if not has_orders:
+                break
+            # Clearing (the reference's, per asset).
+            rounds += 1
             for a in range(n_assets):
-                b.path_sold[a * n_paths + p] += k.acc_sold[(c * n_assets + a) * G + g]
+                fill[a] = 1.0
+                execution[a] = price[a]
+                if total[a] <= 0.0:
+                    continue
+                room = S.max_sell[a] - sold_in_step[a]
+                if total[a] <= room:
+                    fill[a] = 1.0
+                    filled = total[a]
+                else:
+                    fill[a] = room / total[a] if room > 0.0 else 0.0
+                    filled = total[a] * fill[a]
+                sold_in_step[a] = sold_in_step[a] + filled
+                ratio = filled * prices[(a * n_t + t) * n_paths + jp] / S.depth[a]
+                delta = S.depth_move[a] * (sqrt(ratio) if S.sqrt_law[a] else ratio)
+                execution[a] = price[a] * slippage_factor(delta, S.sqrt_law[a])
+                permanent[a] = permanent[a] + S.share[a] * delta
+                transient[a] = transient[a] + (1.0 - S.share[a]) * delta
+            for a in range(n_assets):
+                price[a] = prices[(a * n_t + t) * n_paths + jp] * exp(-(permanent[a] + transient[a]))
+            round_number += 1
+            decide = round_number <= S.max_rounds
+            # Settle the last round's orders in loan order.
+            for k in range(n_pending):
+                i = pending[k] >> SLOT_BITS
+                s = pending[k] & SLOT_MASK
+                a = asset_p[s]
+                status = st_status[s]
+                _slot_settle(S, W, s, t, a, fill[a], execution[a], i // LOAN_CHUNK)
+                if st_status[s] == OPEN and status == LIQUIDATING:
+                    _refresh_guards(S, W, s)
+            n_pending = 0
+            if not decide:
+                continue
+            # Loans the new price brought near: fresh slots, then the near list.
+            n_fresh = 0
+            for a in range(n_assets):
+                stop = S.order_start[a + 1]
+                s = c_ptr[a]
+                while s < stop and cg_p[s] >= price[a]:
+                    if W.is_active[s] == 0:
+                        _activate(S, W, s, n_alive, n_act)
+                        n_alive += 1
+                        n_act += 1
+                        fresh[n_fresh] = s
+                        n_fresh += 1
+                    s += 1
+                c_ptr[a] = s
+            rescan = False
+            for a in range(n_assets):
+                if price[a] < near_price[a]:
+                    rescan = True
+            if rescan:
+                for a in range(n_assets):
+                    p = price[a] * NEAR_SHARE
+                    near_price[a] = near_price[a] if near_price[a] <= p else p
+                n_near = 0
+                for k in range(n_alive):
+                    s = alive[k]
+                    if st_status[s] == OPEN and W.st_acted_step[s] != t and W.st_lg[s] >= near_price[asset_p[s]]:
+                        near[n_near] = s
+                        n_near += 1
+            else:
+                for k in range(n_fresh):
+                    s = fresh[k]
+                    if W.st_lg[s] >= near_price[asset_p[s]]:
+                        near[n_near] = s
+                        n_near += 1
+            for k in range(n_near):
+                s = near[k]
+                if st_status[s] != OPEN or W.st_acted_step[s] == t:
+                    continue
+                a = asset_p[s]
+                if price[a] > W.st_lg[s]:
+                    continue
+                _catch_up(S, W, s, t)
+                ltv = W.st_debt[s] / (W.st_q[s] * price[a])
+                if ltv >= S.l_p[s]:
+                    i = S.loan_p[s]
+                    _slot_liquidate(S, W, s, ltv, price[a], S.tau_p[s], S.fee_p[s], S.l_p[s],
+                                    i // LOAN_CHUNK)
+                    W.st_acted_step[s] = t
+                    pending[n_pending] = _pack(i, s)
+                    n_pending += 1
+            _sort_prefix(pending, n_pending, W.sort_tmp, W.radix_counts, loan_bits)
+        if rounds > deepest:
+            deepest = rounds
         for a in range(n_assets):
-            total = 0.0
-            for c in range(n_chunks):
-                total += k.acc_unsold[(c * n_assets + a) * G + g]
-            b.path_unsold[a * n_paths + p] = total
-            b.path_drawdown[a * n_paths + p] = 1.0 - worst_factor[a * G + g]
-        b.path_rounds[p] = deepest[g]
+            previous_price[a] = price[a]
+            factor = exp(-(permanent[a] + transient[a]))
+            if record:
+                S.step_impact[(t * n_assets + a) * n_paths + jp] = factor
+            worst[a] = factor if factor < worst[a] else worst[a]
         if record:
-            for c in range(n_chunks):
-                for t in range(n_step_rows):
-                    b.step_loss[t * n_paths + p] += k.acc_step_money[((c * N_STEP_MONEY + STEP_LOSS) * n_step_rows + t) * G + g]
-                    b.step_fees[t * n_paths + p] += k.acc_step_money[((c * N_STEP_MONEY + STEP_FEES) * n_step_rows + t) * G + g]
-                    b.step_open_debt[t * n_paths + p] += k.acc_step_money[((c * N_STEP_MONEY + STEP_OPEN_DEBT) * n_step_rows + t) * G + g]
-                    b.step_collateral_value[t * n_paths + p] += k.acc_step_money[((c * N_STEP_MONEY + STEP_COLLATERAL_VALUE) * n_step_rows + t) * G + g]
-                    for a in range(n_assets):
-                        b.step_sold[(t * n_assets + a) * n_paths + p] += k.acc_step_sold[((c * n_step_rows + t) * n_assets + a) * G + g]
-    _merge(k, b, group)
+            for i in range(n_loans):
+                c = i // LOAN_CHUNK
+                a = S.asset_of[i]
+                if t >= 1:
+                    W.schedule[i] = W.schedule[i] * S.growth_of[i]
+                s = S.position[i]
+                if W.is_active[s] == 0:
+                    W.acc_step_money[(c * N_STEP_MONEY + STEP_OPEN_DEBT) * rows + t] += W.schedule[i]
+                    W.acc_step_money[(c * N_STEP_MONEY + STEP_COLLATERAL_VALUE) * rows + t] += S.collateral_of[i] * price[a]
+                elif st_status[s] != CLOSED:
+                    _catch_up(S, W, s, t)
+                    W.acc_step_money[(c * N_STEP_MONEY + STEP_OPEN_DEBT) * rows + t] += W.st_debt[s]
+                    W.acc_step_money[(c * N_STEP_MONEY + STEP_COLLATERAL_VALUE) * rows + t] += W.st_q[s] * price[a]
+    # After step T: the remaining slots at the final price, then shortfalls and unsold
+    # orders per chunk in loan order.
+    for a in range(n_assets):
+        stop = S.order_start[a + 1]
+        s = c_ptr[a]
+        while s < stop and cg_p[s] >= previous_price[a]:
+            if W.is_active[s] == 0:
+                _activate(S, W, s, n_alive, n_act)
+                n_alive += 1
+                n_act += 1
+            s += 1
+        c_ptr[a] = s
+    if S.full_horizon:
+        for i in range(n_loans):
+            a = S.asset_of[i]
+            s = S.position[i]
+            if W.is_active[s] == 0:
+                shortfall = S.debt_horizon[i] - S.collateral_of[i] * previous_price[a]
+            elif st_status[s] != CLOSED:
+                _catch_up(S, W, s, n_steps)
+                shortfall = W.st_debt[s] - W.st_q[s] * previous_price[a]
+            else:
+                continue
+            W.acc_money[(i // LOAN_CHUNK) * N_MONEY + UNREALISED] += shortfall if shortfall > 0.0 else 0.0
+    n_short = 0
+    for k in range(n_act):
+        s = W.act_list[k]
+        if st_status[s] != CLOSED:
+            _catch_up(S, W, s, n_steps)
+            shortfall = W.st_debt[s] - W.st_q[s] * previous_price[asset_p[s]]
+            if shortfall > 0.0 or st_status[s] == LIQUIDATING:
+                pending[n_short] = _pack(S.loan_p[s], s)
+                n_short += 1
+    _sort_prefix(pending, n_short, W.sort_tmp, W.radix_counts, loan_bits)
+    for a in range(n_assets):
+        part[a] = 0.0
+    chunk = -1
+    for k in range(n_short):
+        i = pending[k] >> SLOT_BITS
+        s = pending[k] & SLOT_MASK
+        a = asset_p[s]
+        c = i // LOAN_CHUNK
+        if not S.full_horizon:
+            shortfall = W.st_debt[s] - W.st_q[s] * previous_price[a]
+            W.acc_money[c * N_MONEY + UNREALISED] += shortfall if shortfall > 0.0 else 0.0
+        if st_status[s] == LIQUIDATING:
+            if c != chunk:
+                for b in range(n_assets):
+                    unsold[b] += part[b]
+                    part[b] = 0.0
+                chunk = c
+            part[a] += W.st_order[s]
+    for b in range(n_assets):
+        unsold[b] += part[b]
+    # Per-loan outputs, logged for the merge in path order; slots released.
+    n_log = 0
+    cdef i64* log_loan = S.log_loan + log_row * n_loans
+    cdef double* log_loss = S.log_loss + log_row * n_loans
+    cdef i8* log_flags = S.log_flags + log_row * n_loans
+    for k in range(n_act):
+        s = W.act_list[k]
+        flags = W.st_had_call[s] + 2 * W.st_had_liq[s]
+        if flags != 0 or W.st_loss[s] != 0.0:
+            log_loan[n_log] = S.loan_p[s]
+            log_loss[n_log] = W.st_loss[s]
+            log_flags[n_log] = <i8>flags
+            n_log += 1
+        W.is_active[s] = 0
+    S.log_count[log_row] = n_log
+    # The path's sums, chunk by chunk.
+    for c in range(n_chunks):
+        for k in range(N_MONEY):
+            S.path_money[k * n_paths + jp] += W.acc_money[c * N_MONEY + k]
+        for a in range(n_assets):
+            S.path_sold[a * n_paths + jp] += W.acc_sold[c * n_assets + a]
+        for k in range(N_COUNTS):
+            S.path_counts[k * n_paths + jp] += W.acc_counts[c * N_COUNTS + k]
+        if record:
+            for tt in range(n_steps + 1):
+                S.step_loss[tt * n_paths + jp] += W.acc_step_money[(c * N_STEP_MONEY + STEP_LOSS) * rows + tt]
+                S.step_fees[tt * n_paths + jp] += W.acc_step_money[(c * N_STEP_MONEY + STEP_FEES) * rows + tt]
+                S.step_open_debt[tt * n_paths + jp] += W.acc_step_money[(c * N_STEP_MONEY + STEP_OPEN_DEBT) * rows + tt]
+                S.step_collateral_value[tt * n_paths + jp] += W.acc_step_money[(c * N_STEP_MONEY + STEP_COLLATERAL_VALUE) * rows + tt]
+                for a in range(n_assets):
+                    S.step_sold[(tt * n_assets + a) * n_paths + jp] += W.acc_step_sold[(c * rows + tt) * n_assets + a]
+    S.path_rounds[jp] = deepest
+    for a in range(n_assets):
+        S.path_drawdown[a * n_paths + jp] = 1.0 - worst[a]
+        S.path_unsold[a * n_paths + jp] = unsold[a]
 
 
-def _rows(n_workers, shape, dtype=np.float64, fill=0):
-    """One zeroed (or ``fill``) array of ``shape`` per worker, rows a cache line apart."""
-    size = int(np.prod(shape, dtype=np.int64))
-    width = size + 64 // np.dtype(dtype).itemsize
-    return np.full((n_workers, width), fill, dtype=dtype)
+cdef void _run_worker(const Shared* S, Worker* W, i64 base, i64 w, i64 per_worker) noexcept nogil:
+    """Worker ``w``'s paths of the round starting at path ``base``."""
+    cdef i64 k, row, jp
+    for k in range(per_worker):
+        row = w * per_worker + k
+        jp = base + row
+        S.log_count[row] = 0
+        if jp >= S.n_paths:
+            continue
+        _run_path(S, W, jp, row)
+
+
+cdef void _prepare_one(Py_ssize_t i, const double* debt_of, const double* growth_of,
+                       const double* collateral_of, const double* m_of, const double* l_of,
+                       u64 seed_key, Py_ssize_t n_steps, double* gmax_of, double* debt_horizon,
+                       double* cg_key, double* lg_key, u64* key_of) noexcept nogil:
+    """Per loan: the debt at the horizon, a bound on its growth, its guard prices (from
+    the largest debt it can reach) and its draw key (``_numba_coupled._prepare``)."""
+    cdef double d = debt_of[i]
+    cdef double g = 1.0
+    cdef double gmax, bound
+    cdef Py_ssize_t k
+    for k in range(n_steps):
+        d = d * growth_of[i]
+        g = g * growth_of[i]
+    debt_horizon[i] = d
+    gmax = g if g > 1.0 else 1.0
+    gmax_of[i] = gmax
+    bound = debt_of[i] * gmax * GROWTH_SLACK
+    cg_key[i] = _trigger_price(bound, collateral_of[i], m_of[i])
+    lg_key[i] = _trigger_price(bound, collateral_of[i], l_of[i])
+    key_of[i] = _mix64(seed_key ^ <u64>i)
+
+
+def _pad(x):
+    """``x`` (1-D) and one spare zero, so that even an empty array has an element."""
+    return np.concatenate([x, np.zeros(1, dtype=x.dtype)])
+
+
+def _f64(x):
+    return np.ascontiguousarray(x, dtype=np.float64)
+
+
+def _i64(x):
+    return np.ascontiguousarray(x, dtype=np.int64)
 
 
 def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
-    """Evaluate every loan on one block of paths with market impact and cascades, and add
-    the results into ``out`` (a ``CoupledOutputs``).
-
-    Same contract as ``tests/naive_coupled.simulate_coupled_naive`` for the paths of the
-    block (path ``p`` of the block is path ``path_offset + p`` of the run), bit for bit,
-    for any ``n_threads``. Releases the GIL while it runs.
-    """
+    """Evaluate every loan on one block of paths with market impact and cascades, and
+    add the results into ``out`` (a ``CoupledOutputs``); bit for bit the reference
+    ``tests/naive_coupled.py``, for any ``n_threads``. Releases the GIL while it runs."""
+    prices = _f64(prices)
     cdef const double[:, :, ::1] price_view = prices
-    cdef const i64[::1] asset_of = loans.asset
-    cdef const double[::1] collateral_of = loans.collateral
-    cdef const double[::1] debt_of = loans.debt
-    cdef const double[::1] growth_of = loans.growth
-    cdef const double[::1] m_of = loans.margin_call_ltv
-    cdef const double[::1] l_of = loans.liquidation_ltv
-    cdef const double[::1] tau_of = loans.target_ltv
-    cdef const i64[::1] cure_of = loans.cure_steps
-    cdef const double[::1] fee_of = loans.fee
-    cdef const double[::1] topup_of = loans.topup_prob
+    cdef Py_ssize_t n_assets = price_view.shape[0]
+    cdef Py_ssize_t n_steps = price_view.shape[1] - 1
+    cdef Py_ssize_t n_paths = price_view.shape[2]
+    loans = tuple(_i64(x) if k in (0, 7) else _f64(x) for k, x in enumerate(loans))
+    cdef Py_ssize_t n_loans = loans[2].shape[0]
+    if n_paths == 0 or n_assets == 0:
+        return
+    if n_steps >= 2**31 - 2:
+        raise ValueError("the coupled kernel takes fewer than 2**31 - 2 steps")
+    if n_loans >= 2**31:
+        raise ValueError("the sparse coupled kernel takes fewer than 2**31 loans")
+    cdef Py_ssize_t n_chunks = max(1, (n_loans + LOAN_CHUNK - 1) // LOAN_CHUNK)
     core = out.core
+    cdef bint record = core.step_loss.shape[0] > 0
+    cdef Py_ssize_t steps = n_steps + 1 if record else 0
+    cdef int n_workers = max(1, min(int(n_threads), n_paths))
+    cdef i64 per_worker = max(1, min(PATHS_PER_WORKER, (n_paths + n_workers - 1) // n_workers))
+    cdef u64 seed_key = mix64(int(seed) & MASK64)
+    o = options
+    variance = _f64(o.bridge_variance) if o.bridge else np.zeros((1, 1, 1))
+    asset_of, collateral_of, debt_of, growth_of, m_of, l_of = loans[:6]
+    cdef Py_ssize_t n1 = max(n_loans, 1)
+    gmax_of = np.zeros(n1)
+    debt_horizon = np.zeros(n1)
+    cg_key = np.zeros(n1)
+    lg_key = np.zeros(n1)
+    key_of = np.zeros(n1, dtype=np.uint64)
+
+    cdef const double[::1] v_debt = np.concatenate([debt_of, [0.0]])
+    cdef const double[::1] v_growth = np.concatenate([growth_of, [0.0]])
+    cdef const double[::1] v_coll = np.concatenate([collateral_of, [0.0]])
+    cdef const double[::1] v_m = np.concatenate([m_of, [0.0]])
+    cdef const double[::1] v_l = np.concatenate([l_of, [0.0]])
+    cdef double[::1] v_gmax = gmax_of
+    cdef double[::1] v_horizon = debt_horizon
+    cdef double[::1] v_cg = cg_key
+    cdef double[::1] v_lg = lg_key
+    cdef u64[::1] v_key = key_of
+    cdef Py_ssize_t i
+    with nogil:
+        for i in prange(n_loans, num_threads=n_workers, schedule="static"):
+            _prepare_one(i, &v_debt[0], &v_growth[0], &v_coll[0], &v_m[0], &v_l[0], seed_key,
+                         n_steps, &v_gmax[0], &v_horizon[0], &v_cg[0], &v_lg[0], &v_key[0])
+    gmax_of = gmax_of[:n_loans]
+    debt_horizon = debt_horizon[:n_loans]
+    cg_key = cg_key[:n_loans]
+    lg_key = lg_key[:n_loans]
+    key_of = key_of[:n_loans]
+
+    # Per asset, loans by descending call guard: activation walks them as prices fall.
+    order_start = np.zeros(n_assets + 1, dtype=np.int64)
+    order_start[1:] = np.cumsum(np.bincount(asset_of, minlength=n_assets))
+    c_order = np.lexsort((-cg_key, asset_of))
+    position = np.empty(n_loans, dtype=np.int64)
+    position[c_order] = np.arange(n_loans)
+    l_rank = position[np.lexsort((-lg_key, asset_of))] if o.bridge else np.zeros(0, dtype=np.int64)
+    # The loan arrays in activation order, each with one spare element (empty books).
+    permuted = [_pad(c_order)] + [_pad(x[c_order]) for x in [
+        asset_of, collateral_of, debt_of, growth_of, m_of, l_of, loans[6], loans[7], loans[8],
+        loans[9], gmax_of, cg_key, lg_key, key_of]]
+    cdef bint full_horizon = bool((m_of > 1.0).any())
+
+    cdef const i64[::1] p_loan = permuted[0]
+    cdef const i64[::1] p_asset = permuted[1]
+    cdef const double[::1] p_coll = permuted[2]
+    cdef const double[::1] p_debt = permuted[3]
+    cdef const double[::1] p_growth = permuted[4]
+    cdef const double[::1] p_m = permuted[5]
+    cdef const double[::1] p_l = permuted[6]
+    cdef const double[::1] p_tau = permuted[7]
+    cdef const i64[::1] p_cure = permuted[8]
+    cdef const double[::1] p_fee = permuted[9]
+    cdef const double[::1] p_topup = permuted[10]
+    cdef const double[::1] p_gmax = permuted[11]
+    cdef const double[::1] p_cg = permuted[12]
+    cdef const double[::1] p_lg = permuted[13]
+    cdef const u64[::1] p_key = permuted[14]
+    cdef const i64[::1] v_l_rank = _pad(l_rank)
+    cdef const i64[::1] v_order_start = order_start
+    cdef const i64[::1] v_asset_of = _pad(asset_of)
+    cdef const i64[::1] v_position = _pad(position)
+    cdef const double[::1] v_debt_horizon = _pad(debt_horizon)
+    cdef const double[:, :, ::1] variance_view = variance
+    cdef const double[::1] cap = _f64(o.max_sell)
+    cdef const double[::1] depth = _f64(o.depth)
+    cdef const double[::1] move = _f64(o.depth_move)
+    cdef const i64[::1] sqrt_law = _i64(o.sqrt_law)
+    cdef const double[::1] share = _f64(o.permanent)
+    cdef const double[::1] decay = _f64(o.decay)
+
     cdef double[:, ::1] path_money = core.path_money
     cdef i64[:, ::1] path_counts = core.path_counts
     cdef double[:, ::1] path_sold = core.path_sold
@@ -1267,216 +1043,172 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef double[:, ::1] path_unsold = out.path_unsold
     cdef double[:, :, ::1] step_impact = out.step_impact
 
-    cdef Py_ssize_t n_assets = price_view.shape[0]
-    cdef Py_ssize_t n_steps = price_view.shape[1] - 1
-    cdef Py_ssize_t n_paths = price_view.shape[2]
-    cdef Py_ssize_t n_loans = debt_of.shape[0]
-    cdef bint record = step_loss.shape[0] > 0
-    cdef Py_ssize_t n_step_rows = n_steps + 1 if record else 0
-    cdef Py_ssize_t n_chunks = (n_loans + LOAN_CHUNK - 1) // LOAN_CHUNK
-    cdef Py_ssize_t n_groups = (n_paths + G - 1) // G
-    # Threads take whole groups; each needs its own group state.
-    cdef int n_workers = max(1, min(n_threads, n_groups))
-    cdef int n_slots = max(1, min(n_threads, n_chunks))
-    if n_paths == 0 or n_loans == 0 or n_assets == 0:
-        return
-    if n_assets > 64:
-        raise ValueError("the coupled kernel takes at most 64 assets")
-    if n_steps >= 2**31 - 2:
-        raise ValueError("the coupled kernel takes fewer than 2**31 - 2 steps")
-
-    # Options, per asset.
-    cdef const double[::1] cap = np.ascontiguousarray(options.max_sell, dtype=np.float64)
-    cdef const double[::1] depth = np.ascontiguousarray(options.depth, dtype=np.float64)
-    cdef const double[::1] move = np.ascontiguousarray(options.depth_move, dtype=np.float64)
-    cdef const i64[::1] sqrt_law = np.ascontiguousarray(options.sqrt_law, dtype=np.int64)
-    cdef const double[::1] share = np.ascontiguousarray(options.permanent, dtype=np.float64)
-    cdef const double[::1] decay = np.ascontiguousarray(options.decay, dtype=np.float64)
-    cdef bint bridge = bool(options.bridge)
-    cdef const double[:, :, ::1] variance_view
-    if bridge:
-        variance_view = np.ascontiguousarray(options.bridge_variance, dtype=np.float64)
-    else:
-        variance_view = np.zeros((1, 1, 1))
-
-    # Each worker's group state, per-chunk accumulators and group rows; state rows are
-    # set when a loan is first touched in a group, so they start uninitialised.
+    # Per-worker scratch; rows padded so that no two workers share a cache line.
     w = n_workers
-    cdef i8[:, :, ::1] status = np.empty((w, n_loans, G), dtype=np.int8)
-    cdef double[:, :, ::1] collateral = np.empty((w, n_loans, G))
-    cdef double[:, :, ::1] debt = np.empty((w, n_loans, G))
-    cdef double[:, :, ::1] principal = np.empty((w, n_loans, G))
-    cdef i32[:, :, ::1] call_start = np.empty((w, n_loans, G), dtype=np.int32)
-    cdef i32[:, :, ::1] topup_due = np.empty((w, n_loans, G), dtype=np.int32)
-    cdef double[:, :, ::1] order = np.empty((w, n_loans, G))
-    cdef i8[:, :, ::1] order_kind = np.empty((w, n_loans, G), dtype=np.int8)
-    cdef i8[:, :, ::1] pending = np.empty((w, n_loans, G), dtype=np.int8)
-    cdef i32[:, :, ::1] acted = np.empty((w, n_loans, G), dtype=np.int32)
-    cdef i8[:, :, ::1] modified = np.empty((w, n_loans, G), dtype=np.int8)
-    cdef double[:, :, ::1] guard = np.empty((w, n_loans, G))
-    cdef i8[:, :, ::1] had_call = np.empty((w, n_loans, G), dtype=np.int8)
-    cdef i8[:, :, ::1] had_liquidation = np.empty((w, n_loans, G), dtype=np.int8)
-    cdef double[:, :, ::1] loss = np.empty((w, n_loans, G))
-    cdef i64[:, ::1] debt_step = np.zeros((w, n_loans), dtype=np.int64)
-    cdef i8[:, ::1] touched = np.zeros((w, n_loans), dtype=np.int8)
-    cdef double[:, ::1] schedule_debt = np.zeros((w, n_loans))
-    cdef i64[:, ::1] schedule_step = np.zeros((w, n_loans), dtype=np.int64)
-    cdef double[:, ::1] trig = np.zeros((w, n_loans))
-    cdef i64[:, ::1] near = np.zeros((w, n_chunks * LOAN_CHUNK), dtype=np.int64)
-    cdef i64[:, ::1] near_count = _rows(w, (n_chunks,), np.int64)
-    cdef double[:, ::1] crit = _rows(w, (n_chunks, n_assets))
-    cdef double[:, ::1] acc_money = _rows(w, (n_chunks, N_MONEY, G))
-    cdef i64[:, ::1] acc_counts = _rows(w, (n_chunks, N_COUNTS, G), np.int64)
-    cdef double[:, ::1] acc_sold = _rows(w, (n_chunks, n_assets, G))
-    cdef double[:, ::1] acc_requested = _rows(w, (n_chunks, n_assets, G))
-    cdef double[:, ::1] acc_unsold = _rows(w, (n_chunks, n_assets, G))
-    cdef double[:, ::1] acc_step_sold = _rows(w, (n_chunks, n_step_rows, n_assets, G))
-    cdef double[:, ::1] acc_step_money = _rows(w, (n_chunks, N_STEP_MONEY, n_step_rows, G))
-    cdef double[:, ::1] price = _rows(w, (n_assets, G))
-    cdef double[:, ::1] previous_price = _rows(w, (n_assets, G))
-    cdef double[:, ::1] fill = _rows(w, (n_assets, G), fill=1.0)
-    cdef double[:, ::1] execution = _rows(w, (n_assets, G))
-    cdef double[:, ::1] permanent = _rows(w, (n_assets, G))
-    cdef double[:, ::1] transient = _rows(w, (n_assets, G))
-    cdef double[:, ::1] sold_in_step = _rows(w, (n_assets, G))
-    cdef double[:, ::1] worst_factor = _rows(w, (n_assets, G), fill=1.0)
-    cdef i8[:, ::1] active = _rows(w, (G,), np.int8)
-    cdef i64[:, ::1] rounds = _rows(w, (G,), np.int64)
-    cdef i64[:, ::1] deepest = _rows(w, (G,), np.int64)
-    cdef double[:, ::1] low = _rows(w, (n_assets,))
-    cdef double[:, ::1] low_both = _rows(w, (n_assets,))
-    cdef double[:, ::1] opening = _rows(w, (n_assets, G), fill=1.0)
-    cdef double[:, ::1] inverse_opening = _rows(w, (n_assets, G), fill=1.0)
-    cdef double[:, ::1] low_open = _rows(w, (n_assets,))
-    cdef double[:, ::1] drop = _rows(w, (n_assets,))
-    cdef double[:, ::1] reach = _rows(w, (n_assets,))
-    cdef double[::1] bound = np.zeros(n_loans)
-    logs = np.zeros(n_groups * sizeof(Log), dtype=np.uint8)
-    cdef i8[::1] finished = np.zeros(n_groups, dtype=np.int8)
-    kernels = np.zeros(n_workers * sizeof(Kernel), dtype=np.uint8)
-    cdef unsigned char[::1] logs_bytes = logs
-    cdef unsigned char[::1] kernel_bytes = kernels
-    cdef Kernel* ks = <Kernel*>&kernel_bytes[0]
-    cdef Kernel* k
-    cdef Block blk
-    cdef Py_ssize_t group, chunk, q
-    cdef bint failed = False
+    n = n1 + 64
+    cdef i8[:, ::1] is_active = np.zeros((w, n), dtype=np.int8)
+    cdef i64[:, ::1] alive = np.empty((w, n), dtype=np.int64)
+    cdef i64[:, ::1] act_list = np.empty((w, n), dtype=np.int64)
+    cdef i64[:, ::1] near = np.empty((w, n), dtype=np.int64)
+    cdef i64[:, ::1] pending = np.empty((w, n), dtype=np.int64)
+    cdef i64[:, ::1] fresh = np.empty((w, n), dtype=np.int64)
+    cdef i64[:, ::1] sort_tmp = np.empty((w, n), dtype=np.int64)
+    cdef i64[:, ::1] radix_counts = np.zeros((w, (1 << RADIX_BITS) + 8), dtype=np.int64)
+    cdef double[:, ::1] per_asset = np.zeros((w, N_PER_ASSET * n_assets + 8))
+    cdef i64[:, ::1] c_ptr = np.zeros((w, n_assets + 8), dtype=np.int64)
+    cdef i64[:, ::1] l_ptr = np.zeros((w, n_assets + 8), dtype=np.int64)
+    cdef i8[:, ::1] st_status = np.empty((w, n), dtype=np.int8)
+    cdef double[:, ::1] st_q = np.empty((w, n))
+    cdef double[:, ::1] st_debt = np.empty((w, n))
+    cdef i64[:, ::1] st_debt_step = np.empty((w, n), dtype=np.int64)
+    cdef double[:, ::1] st_principal = np.empty((w, n))
+    cdef i32[:, ::1] st_call = np.empty((w, n), dtype=np.int32)
+    cdef i32[:, ::1] st_topup = np.empty((w, n), dtype=np.int32)
+    cdef double[:, ::1] st_order = np.empty((w, n))
+    cdef i8[:, ::1] st_kind = np.empty((w, n), dtype=np.int8)
+    cdef i8[:, ::1] st_acted = np.empty((w, n), dtype=np.int8)
+    cdef i64[:, ::1] st_acted_step = np.empty((w, n), dtype=np.int64)
+    cdef i8[:, ::1] st_had_call = np.empty((w, n), dtype=np.int8)
+    cdef i8[:, ::1] st_had_liq = np.empty((w, n), dtype=np.int8)
+    cdef double[:, ::1] st_loss = np.empty((w, n))
+    cdef double[:, ::1] st_cg = np.empty((w, n))
+    cdef double[:, ::1] st_lg = np.empty((w, n))
+    cdef double[:, ::1] acc_money = np.zeros((w, n_chunks * N_MONEY + 8))
+    cdef i64[:, ::1] acc_counts = np.zeros((w, n_chunks * N_COUNTS + 8), dtype=np.int64)
+    cdef double[:, ::1] acc_sold = np.zeros((w, n_chunks * n_assets + 8))
+    cdef double[:, ::1] acc_step_money = np.zeros((w, n_chunks * N_STEP_MONEY * steps + 8))
+    cdef double[:, ::1] acc_step_sold = np.zeros((w, n_chunks * steps * n_assets + 8))
+    cdef double[:, ::1] schedule = np.empty((w, (n if record else 0) + 8))
+    rows = n_workers * per_worker
+    cdef i64[:, ::1] log_loan = np.empty((rows, n1), dtype=np.int64)
+    cdef double[:, ::1] log_loss = np.empty((rows, n1))
+    cdef i8[:, ::1] log_flags = np.empty((rows, n1), dtype=np.int8)
+    cdef i64[::1] log_count = np.zeros(rows, dtype=np.int64)
 
+    cdef Shared sh
+    sh.n_assets = n_assets
+    sh.n_steps = n_steps
+    sh.n_paths = n_paths
+    sh.n_loans = n_loans
+    sh.n_chunks = n_chunks
+    sh.n_step_rows = steps
+    sh.record = record
+    cdef i64 loan_bits = 1
+    while (1 << loan_bits) < n_loans:
+        loan_bits += 1
+    sh.loan_bits = loan_bits
+    sh.prices = &price_view[0, 0, 0]
+    sh.asset_of = &v_asset_of[0]
+    sh.collateral_of = &v_coll[0]
+    sh.debt_of = &v_debt[0]
+    sh.growth_of = &v_growth[0]
+    sh.position = &v_position[0]
+    sh.debt_horizon = &v_debt_horizon[0]
+    sh.path_offset = path_offset
+    sh.mode = o.mode
+    sh.close_factor = o.close_factor
+    sh.full_close_ltv = o.full_close_ltv
+    sh.min_liquidation = o.min_liquidation
+    sh.max_sell = &cap[0]
+    sh.depth = &depth[0]
+    sh.depth_move = &move[0]
+    sh.sqrt_law = &sqrt_law[0]
+    sh.share = &share[0]
+    sh.decay = &decay[0]
+    sh.max_rounds = o.max_rounds
+    sh.bridge = bool(o.bridge)
+    sh.variance = &variance_view[0, 0, 0]
+    sh.full_horizon = full_horizon
+    sh.loan_p = &p_loan[0]
+    sh.asset_p = &p_asset[0]
+    sh.collateral_p = &p_coll[0]
+    sh.debt_p = &p_debt[0]
+    sh.growth_p = &p_growth[0]
+    sh.m_p = &p_m[0]
+    sh.l_p = &p_l[0]
+    sh.tau_p = &p_tau[0]
+    sh.cure_p = &p_cure[0]
+    sh.fee_p = &p_fee[0]
+    sh.topup_p = &p_topup[0]
+    sh.gmax_p = &p_gmax[0]
+    sh.cg_p = &p_cg[0]
+    sh.lg_p = &p_lg[0]
+    sh.key_p = &p_key[0]
+    sh.l_rank = &v_l_rank[0]
+    sh.order_start = &v_order_start[0]
+    sh.path_money = &path_money[0, 0]
+    sh.path_counts = &path_counts[0, 0]
+    sh.path_sold = &path_sold[0, 0]
+    sh.step_sold = &step_sold[0, 0, 0] if record else NULL
+    sh.step_loss = &step_loss[0, 0] if record else NULL
+    sh.step_fees = &step_fees[0, 0] if record else NULL
+    sh.step_open_debt = &step_open_debt[0, 0] if record else NULL
+    sh.step_collateral_value = &step_collateral_value[0, 0] if record else NULL
+    sh.path_rounds = &path_rounds[0]
+    sh.path_drawdown = &path_drawdown[0, 0]
+    sh.path_unsold = &path_unsold[0, 0]
+    sh.step_impact = &step_impact[0, 0, 0] if record else NULL
+    sh.log_loan = &log_loan[0, 0]
+    sh.log_loss = &log_loss[0, 0]
+    sh.log_flags = &log_flags[0, 0]
+    sh.log_count = &log_count[0]
+
+    workers = np.zeros(n_workers * sizeof(Worker), dtype=np.uint8)
+    cdef unsigned char[::1] worker_bytes = workers
+    cdef Worker* ws = <Worker*>&worker_bytes[0]
+    cdef Worker* W
+    cdef Py_ssize_t q
     for q in range(n_workers):
-        k = &ks[q]
-        k.n_loans = n_loans
-        k.n_assets = n_assets
-        k.n_steps = n_steps
-        k.n_paths = n_paths
-        k.n_step_rows = n_step_rows
-        k.n_chunks = n_chunks
-        k.record = record
-        k.asset = &asset_of[0]
-        k.collateral0 = &collateral_of[0]
-        k.debt0 = &debt_of[0]
-        k.growth = &growth_of[0]
-        k.m = &m_of[0]
-        k.l = &l_of[0]
-        k.tau = &tau_of[0]
-        k.cure = &cure_of[0]
-        k.fee = &fee_of[0]
-        k.topup_prob = &topup_of[0]
-        k.seed_key = mix64(int(seed) & MASK64)
-        k.path_offset = path_offset
-        k.mode = options.mode
-        k.close_factor = options.close_factor
-        k.full_close_ltv = options.full_close_ltv
-        k.min_liquidation = options.min_liquidation
-        k.bridge = bridge
-        k.bridge_variance = &variance_view[0, 0, 0]
-        k.bound = &bound[0]
-        k.status = &status[q, 0, 0]
-        k.collateral = &collateral[q, 0, 0]
-        k.debt = &debt[q, 0, 0]
-        k.principal = &principal[q, 0, 0]
-        k.call_start = &call_start[q, 0, 0]
-        k.topup_due = &topup_due[q, 0, 0]
-        k.order = &order[q, 0, 0]
-        k.order_kind = &order_kind[q, 0, 0]
-        k.pending = &pending[q, 0, 0]
-        k.acted = &acted[q, 0, 0]
-        k.modified = &modified[q, 0, 0]
-        k.guard = &guard[q, 0, 0]
-        k.had_call = &had_call[q, 0, 0]
-        k.had_liquidation = &had_liquidation[q, 0, 0]
-        k.loss = &loss[q, 0, 0]
-        k.debt_step = &debt_step[q, 0]
-        k.touched = &touched[q, 0]
-        k.schedule_debt = &schedule_debt[q, 0]
-        k.schedule_step = &schedule_step[q, 0]
-        k.trig = &trig[q, 0]
-        k.near = &near[q, 0]
-        k.near_count = &near_count[q, 0]
-        k.crit = &crit[q, 0]
-        k.acc_money = &acc_money[q, 0]
-        k.acc_counts = &acc_counts[q, 0]
-        k.acc_sold = &acc_sold[q, 0]
-        k.acc_requested = &acc_requested[q, 0]
-        k.acc_unsold = &acc_unsold[q, 0]
-        k.acc_step_sold = &acc_step_sold[q, 0]
-        k.acc_step_money = &acc_step_money[q, 0]
-        k.price = &price[q, 0]
-        k.previous_price = &previous_price[q, 0]
-        k.fill = &fill[q, 0]
-        k.execution = &execution[q, 0]
-        k.permanent = &permanent[q, 0]
-        k.transient = &transient[q, 0]
-        k.sold_in_step = &sold_in_step[q, 0]
-        k.worst_factor = &worst_factor[q, 0]
-        k.active = &active[q, 0]
-        k.rounds = &rounds[q, 0]
-        k.deepest = &deepest[q, 0]
-        k.low = &low[q, 0]
-        k.low_both = &low_both[q, 0]
-        k.opening = &opening[q, 0]
-        k.inverse_opening = &inverse_opening[q, 0]
-        k.low_open = &low_open[q, 0]
-        k.drop = &drop[q, 0]
-        k.reach = &reach[q, 0]
+        W = &ws[q]
+        W.is_active = &is_active[q, 0]
+        W.alive = &alive[q, 0]
+        W.act_list = &act_list[q, 0]
+        W.near = &near[q, 0]
+        W.pending = &pending[q, 0]
+        W.fresh = &fresh[q, 0]
+        W.sort_tmp = &sort_tmp[q, 0]
+        W.radix_counts = &radix_counts[q, 0]
+        W.per_asset = &per_asset[q, 0]
+        W.c_ptr = &c_ptr[q, 0]
+        W.l_ptr = &l_ptr[q, 0]
+        W.st_status = &st_status[q, 0]
+        W.st_q = &st_q[q, 0]
+        W.st_debt = &st_debt[q, 0]
+        W.st_debt_step = &st_debt_step[q, 0]
+        W.st_principal = &st_principal[q, 0]
+        W.st_call = &st_call[q, 0]
+        W.st_topup = &st_topup[q, 0]
+        W.st_order = &st_order[q, 0]
+        W.st_kind = &st_kind[q, 0]
+        W.st_acted = &st_acted[q, 0]
+        W.st_acted_step = &st_acted_step[q, 0]
+        W.st_had_call = &st_had_call[q, 0]
+        W.st_had_liq = &st_had_liq[q, 0]
+        W.st_loss = &st_loss[q, 0]
+        W.st_cg = &st_cg[q, 0]
+        W.st_lg = &st_lg[q, 0]
+        W.acc_money = &acc_money[q, 0]
+        W.acc_counts = &acc_counts[q, 0]
+        W.acc_sold = &acc_sold[q, 0]
+        W.acc_step_money = &acc_step_money[q, 0]
+        W.acc_step_sold = &acc_step_sold[q, 0]
+        W.schedule = &schedule[q, 0]
 
-    blk.n_groups = n_groups
-    blk.raw = &price_view[0, 0, 0]
-    blk.cap = &cap[0]
-    blk.depth = &depth[0]
-    blk.move = &move[0]
-    blk.sqrt_law = &sqrt_law[0]
-    blk.share = &share[0]
-    blk.decay = &decay[0]
-    blk.max_rounds = options.max_rounds
-    blk.path_money = &path_money[0, 0]
-    blk.path_counts = &path_counts[0, 0]
-    blk.path_sold = &path_sold[0, 0]
-    blk.path_rounds = &path_rounds[0]
-    blk.path_drawdown = &path_drawdown[0, 0]
-    blk.path_unsold = &path_unsold[0, 0]
-    blk.step_sold = &step_sold[0, 0, 0] if record else NULL
-    blk.step_loss = &step_loss[0, 0] if record else NULL
-    blk.step_fees = &step_fees[0, 0] if record else NULL
-    blk.step_open_debt = &step_open_debt[0, 0] if record else NULL
-    blk.step_collateral_value = &step_collateral_value[0, 0] if record else NULL
-    blk.step_impact = &step_impact[0, 0, 0] if record else NULL
-    blk.loan_loss = &loan_loss[0]
-    blk.loan_calls = &loan_calls[0]
-    blk.loan_liquidated = &loan_liquidated[0]
-    blk.logs = <Log*>&logs_bytes[0]
-    blk.finished = &finished[0]
-    blk.merged = 0
-    ltvsim_lock_init(&blk.lock)
+    cdef i64 per_round = n_workers * per_worker
+    cdef i64 base = 0
+    cdef i64 row, kk, j
+    cdef i64 flags
+    cdef int wk
     with nogil:
-        # Every pristine loan's guard threshold at step T: its debt only grows (g >= 1),
-        # so this bounds its threshold at every step.
-        for chunk in prange(n_chunks, num_threads=n_slots, schedule="static"):
-            _bounds(&ks[0], chunk)
-        for group in prange(n_groups, num_threads=n_workers, schedule="dynamic", chunksize=1):
-            _run_group(&ks[threadid()], &blk, group)
-    ltvsim_lock_destroy(&blk.lock)
-    for q in range(n_workers):
-        failed = failed or ks[q].failed
-        free(ks[q].log.entries)
-    if failed or blk.merged != n_groups:
-        raise MemoryError("the coupled kernel ran out of memory for its loan outputs")
+        while base < n_paths:
+            for wk in prange(n_workers, num_threads=n_workers, schedule="static", chunksize=1):
+                _run_worker(&sh, &ws[wk], base, wk, per_worker)
+            # Per-loan outputs in path order.
+            for row in range(per_round):
+                for kk in range(log_count[row]):
+                    j = log_loan[row, kk]
+                    loan_loss[j] += log_loss[row, kk]
+                    flags = log_flags[row, kk]
+                    loan_calls[j] += flags & 1
+                    loan_liquidated[j] += flags >> 1
+            base += per_round
