@@ -14,9 +14,9 @@ outputs are merged serially in path order, so no bit depends on the thread count
 Built with ``-ffp-contract=off`` (no fused multiply-add); ``exp``, ``expm1``, ``log`` and
 ``sqrt`` are libm's.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.math cimport exp, expm1, log, sqrt
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 cimport numpy as cnp
 
 import numpy as np
@@ -83,6 +83,7 @@ cdef u64 MIX2 = 0x94D049BB133111EBULL
 cdef u64 BRIDGE_STEP_BIT = 1ULL << 63
 cdef double TO_UNIT = 2.0 ** -53
 cdef i64 SLOT_MASK = (1 << 32) - 1
+cdef u64 INF_BITS = 0x7FF0000000000000ULL
 # Extra relative margin of the crossing skip test (``_numba_coupled._BRIDGE_SLACK``).
 cdef double BRIDGE_SLACK = 1.0 + 1e-9
 # Upper bound of a debt's growth over the remaining steps, beyond the rounding of the
@@ -144,7 +145,9 @@ cdef struct Shared:
     const double* cg_p
     const double* lg_p
     const u64* key_p
+    const double* walk_p     # call guards rounded up to their bucket (the walk's key)
     const i64* l_rank
+    const double* l_walk     # liquidation guards rounded up, in ``l_rank`` order
     const i64* order_start
     # Outputs.
     double* path_money
@@ -159,10 +162,9 @@ cdef struct Shared:
     double* path_drawdown
     double* path_unsold
     double* step_impact
-    # Per-loan logs, one row of n_loans per (worker, path of the round).
-    i64* log_loan
+    # Per-slot losses of the round's paths, one row of n_loans per path of the round.
+    i32* log_slot
     double* log_loss
-    i8* log_flags
     i64* log_count
 
 
@@ -200,6 +202,8 @@ cdef struct Worker:
     double* acc_step_money   # [n_chunks, N_STEP_MONEY, n_step_rows]
     double* acc_step_sold    # [n_chunks, n_step_rows, n_assets]
     double* schedule         # [n_loans] (record only)
+    i32* calls_p             # per slot: paths with a margin call (this worker's)
+    i32* liquidated_p        # per slot: paths with a liquidation (this worker's)
 
 
 cdef inline u64 _mix64(u64 x) noexcept nogil:
@@ -539,6 +543,27 @@ cdef inline void _activate(const Shared* S, Worker* W, i64 s, Py_ssize_t n_alive
     W.act_list[n_act] = s
 
 
+cdef inline Py_ssize_t _activate_down_to(const Shared* S, Worker* W, i64 a, double price,
+                                         Py_ssize_t* n_alive, Py_ssize_t* n_act, i64* fresh,
+                                         Py_ssize_t n_fresh) noexcept nogil:
+    """Give a slot to each loan of asset ``a`` that ``price`` brings to its call guard,
+    walking the guard order on from where the path's last walk stopped; list the new
+    slots in ``fresh`` unless it is NULL. Returns the new length of ``fresh``."""
+    cdef i64 stop = S.order_start[a + 1]
+    cdef i64 s = W.c_ptr[a]
+    while s < stop and S.walk_p[s] >= price:
+        if W.is_active[s] == 0:
+            _activate(S, W, s, n_alive[0], n_act[0])
+            n_alive[0] += 1
+            n_act[0] += 1
+            if fresh != NULL:
+                fresh[n_fresh] = s
+                n_fresh += 1
+        s += 1
+    W.c_ptr[a] = s
+    return n_fresh
+
+
 cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept nogil:
     """Every loan on path ``jp`` of the block (``_numba_coupled._run_path``)."""
     cdef Py_ssize_t n_assets = S.n_assets
@@ -581,7 +606,6 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
     cdef Py_ssize_t n_alive = 0, n_act = 0, n_pending, n_near, n_fresh, kept, n_short, n_log
     cdef Py_ssize_t k, b, tt
     cdef i64 t, a, s, i, c, stop, chunk, deepest = 0, rounds, round_number, status
-    cdef i64 flags
     cdef bint crossings, has_orders, decide, rescan
     cdef double raw, room, filled, ratio, delta, factor, ltv, v, shortfall, p
 
@@ -615,18 +639,11 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
                 reach[a] = exp(sqrt(BRIDGE_REACH * variance[(a * n_t + t) * n_paths + jp])) * BRIDGE_SLACK
         # Activation.
         for a in range(n_assets):
-            stop = S.order_start[a + 1]
-            s = c_ptr[a]
-            while s < stop and cg_p[s] >= price[a]:
-                if W.is_active[s] == 0:
-                    _activate(S, W, s, n_alive, n_act)
-                    n_alive += 1
-                    n_act += 1
-                s += 1
-            c_ptr[a] = s
+            _activate_down_to(S, W, a, price[a], &n_alive, &n_act, NULL, 0)
             if crossings:
+                stop = S.order_start[a + 1]
                 k = l_ptr[a]
-                while k < stop and lg_p[S.l_rank[k]] * reach[a] >= low[a]:
+                while k < stop and S.l_walk[k] * reach[a] >= low[a]:
                     s = S.l_rank[k]
                     if W.is_active[s] == 0:
                         _activate(S, W, s, n_alive, n_act)
@@ -723,17 +740,7 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
             # Loans the new price brought near: fresh slots, then the near list.
             n_fresh = 0
             for a in range(n_assets):
-                stop = S.order_start[a + 1]
-                s = c_ptr[a]
-                while s < stop and cg_p[s] >= price[a]:
-                    if W.is_active[s] == 0:
-                        _activate(S, W, s, n_alive, n_act)
-                        n_alive += 1
-                        n_act += 1
-                        fresh[n_fresh] = s
-                        n_fresh += 1
-                    s += 1
-                c_ptr[a] = s
+                n_fresh = _activate_down_to(S, W, a, price[a], &n_alive, &n_act, fresh, n_fresh)
             rescan = False
             for a in range(n_assets):
                 if price[a] < near_price[a]:
@@ -796,15 +803,7 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
     # After step T: the remaining slots at the final price, then shortfalls and unsold
     # orders per chunk in loan order.
     for a in range(n_assets):
-        stop = S.order_start[a + 1]
-        s = c_ptr[a]
-        while s < stop and cg_p[s] >= previous_price[a]:
-            if W.is_active[s] == 0:
-                _activate(S, W, s, n_alive, n_act)
-                n_alive += 1
-                n_act += 1
-            s += 1
-        c_ptr[a] = s
+        _activate_down_to(S, W, a, previous_price[a], &n_alive, &n_act, NULL, 0)
     if S.full_horizon:
         for i in range(n_loans):
             a = S.asset_of[i]
@@ -820,7 +819,10 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
     n_short = 0
     for k in range(n_act):
         s = W.act_list[k]
-        if st_status[s] != CLOSED:
+        status = st_status[s]
+        if status == OPEN and not S.full_horizon and previous_price[asset_p[s]] > W.st_cg[s]:
+            continue  # above its call guard, so LTV < m <= 1: no shortfall
+        if status != CLOSED:
             _catch_up(S, W, s, n_steps)
             shortfall = W.st_debt[s] - W.st_q[s] * previous_price[asset_p[s]]
             if shortfall > 0.0 or st_status[s] == LIQUIDATING:
@@ -847,18 +849,18 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
             part[a] += W.st_order[s]
     for b in range(n_assets):
         unsold[b] += part[b]
-    # Per-loan outputs, logged for the merge in path order; slots released.
+    # Per-slot counts (integers: any order) and losses (logged for the merge in path
+    # order); slots released.
     n_log = 0
-    cdef i64* log_loan = S.log_loan + log_row * n_loans
+    cdef i32* log_slot = S.log_slot + log_row * n_loans
     cdef double* log_loss = S.log_loss + log_row * n_loans
-    cdef i8* log_flags = S.log_flags + log_row * n_loans
     for k in range(n_act):
         s = W.act_list[k]
-        flags = W.st_had_call[s] + 2 * W.st_had_liq[s]
-        if flags != 0 or W.st_loss[s] != 0.0:
-            log_loan[n_log] = S.loan_p[s]
+        W.calls_p[s] += W.st_had_call[s]
+        W.liquidated_p[s] += W.st_had_liq[s]
+        if W.st_loss[s] != 0.0:
+            log_slot[n_log] = <i32>s
             log_loss[n_log] = W.st_loss[s]
-            log_flags[n_log] = <i8>flags
             n_log += 1
         W.is_active[s] = 0
     S.log_count[log_row] = n_log
@@ -884,18 +886,6 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
         S.path_unsold[a * n_paths + jp] = unsold[a]
 
 
-cdef void _run_worker(const Shared* S, Worker* W, i64 base, i64 w, i64 per_worker) noexcept nogil:
-    """Worker ``w``'s paths of the round starting at path ``base``."""
-    cdef i64 k, row, jp
-    for k in range(per_worker):
-        row = w * per_worker + k
-        jp = base + row
-        S.log_count[row] = 0
-        if jp >= S.n_paths:
-            continue
-        _run_path(S, W, jp, row)
-
-
 cdef void _prepare_one(Py_ssize_t i, const double* debt_of, const double* growth_of,
                        const double* collateral_of, const double* m_of, const double* l_of,
                        u64 seed_key, Py_ssize_t n_steps, double* gmax_of, double* debt_horizon,
@@ -916,6 +906,64 @@ cdef void _prepare_one(Py_ssize_t i, const double* debt_of, const double* growth
     cg_key[i] = _trigger_price(bound, collateral_of[i], m_of[i])
     lg_key[i] = _trigger_price(bound, collateral_of[i], l_of[i])
     key_of[i] = _mix64(seed_key ^ <u64>i)
+
+
+cdef inline double _bucket_top(double guard, i64 shift) noexcept nogil:
+    """The smallest double above every guard in ``guard``'s bucket (its float64 bits
+    without the lowest ``shift``); +inf stays +inf."""
+    cdef u64 bits
+    cdef double top
+    memcpy(&bits, &guard, 8)
+    if bits >= INF_BITS:
+        return INF
+    bits = ((bits >> shift) + 1) << shift
+    memcpy(&top, &bits, 8)
+    return top
+
+
+cdef void _guard_order(const i64* asset_of, const double* guard, Py_ssize_t n,
+                       Py_ssize_t n_assets, i64* keys, i64* tmp, i64* counts, i64* order,
+                       double* walk) noexcept nogil:
+    """Loans grouped by asset, each group by descending guard bucket (loan index within
+    a bucket): a stable radix sort of keys ``asset, bucket, loan``. ``walk`` gets each
+    loan's bucket top, non-increasing within an asset, so that walking the order while
+    ``walk >= price`` reaches every loan whose guard ``price`` reaches."""
+    cdef Py_ssize_t i
+    cdef u64 bits
+    cdef i64 asset_bits = 1
+    while (1 << asset_bits) < n_assets:
+        asset_bits += 1
+    # Keys fit 31 bits: 23 bits of the guard (sign 0, exponent, 12 bits of mantissa),
+    # fewer with more than 256 assets.
+    cdef i64 key_bits = 31 - asset_bits if asset_bits > 8 else 23
+    cdef i64 shift = 63 - key_bits
+    cdef i64 bucket_mask = (1 << key_bits) - 1
+    for i in range(n):
+        memcpy(&bits, &guard[i], 8)
+        # Guards are positive (or +inf), so their bits order them; descending buckets.
+        keys[i] = _pack((asset_of[i] << key_bits) | (bucket_mask - <i64>(bits >> shift)), i)
+    _sort_prefix(keys, n, tmp, counts, key_bits + asset_bits)
+    for i in range(n):
+        order[i] = keys[i] & SLOT_MASK
+        walk[i] = _bucket_top(guard[order[i]], shift)
+
+
+def _activation_order(asset_of, guard, Py_ssize_t n_assets):
+    """``_guard_order`` of a book: (order, walk keys)."""
+    cdef Py_ssize_t n = asset_of.shape[0]
+    order = np.empty(n + 1, dtype=np.int64)
+    walk = np.empty(n + 1)
+    keys = np.empty(n + 1, dtype=np.int64)
+    tmp = np.empty(n + 1, dtype=np.int64)
+    counts = np.zeros((1 << RADIX_BITS) + 8, dtype=np.int64)
+    cdef const i64[::1] v_asset = _pad(asset_of)
+    cdef const double[::1] v_guard = _pad(guard)
+    cdef i64[::1] v_keys = keys, v_tmp = tmp, v_counts = counts, v_order = order
+    cdef double[::1] v_walk = walk
+    with nogil:
+        _guard_order(&v_asset[0], &v_guard[0], n, n_assets, &v_keys[0], &v_tmp[0],
+                     &v_counts[0], &v_order[0], &v_walk[0])
+    return order[:n], walk[:n]
 
 
 def _pad(x):
@@ -989,10 +1037,14 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     # Per asset, loans by descending call guard: activation walks them as prices fall.
     order_start = np.zeros(n_assets + 1, dtype=np.int64)
     order_start[1:] = np.cumsum(np.bincount(asset_of, minlength=n_assets))
-    c_order = np.lexsort((-cg_key, asset_of))
+    c_order, walk = _activation_order(asset_of, cg_key, n_assets)
     position = np.empty(n_loans, dtype=np.int64)
     position[c_order] = np.arange(n_loans)
-    l_rank = position[np.lexsort((-lg_key, asset_of))] if o.bridge else np.zeros(0, dtype=np.int64)
+    if o.bridge:
+        l_order, l_walk = _activation_order(asset_of, lg_key, n_assets)
+        l_rank = position[l_order]
+    else:
+        l_rank, l_walk = np.zeros(0, dtype=np.int64), np.zeros(0)
     # The loan arrays in activation order, each with one spare element (empty books).
     permuted = [_pad(c_order)] + [_pad(x[c_order]) for x in [
         asset_of, collateral_of, debt_of, growth_of, m_of, l_of, loans[6], loans[7], loans[8],
@@ -1015,6 +1067,8 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef const double[::1] p_lg = permuted[13]
     cdef const u64[::1] p_key = permuted[14]
     cdef const i64[::1] v_l_rank = _pad(l_rank)
+    cdef const double[::1] v_walk = _pad(walk)
+    cdef const double[::1] v_l_walk = _pad(l_walk)
     cdef const i64[::1] v_order_start = order_start
     cdef const i64[::1] v_asset_of = _pad(asset_of)
     cdef const i64[::1] v_position = _pad(position)
@@ -1035,9 +1089,6 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef double[:, ::1] step_fees = core.step_fees
     cdef double[:, ::1] step_open_debt = core.step_open_debt
     cdef double[:, ::1] step_collateral_value = core.step_collateral_value
-    cdef double[::1] loan_loss = core.loan_loss
-    cdef i64[::1] loan_calls = core.loan_calls
-    cdef i64[::1] loan_liquidated = core.loan_liquidated
     cdef i64[::1] path_rounds = out.path_rounds
     cdef double[:, ::1] path_drawdown = out.path_drawdown
     cdef double[:, ::1] path_unsold = out.path_unsold
@@ -1079,11 +1130,22 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef double[:, ::1] acc_step_money = np.zeros((w, n_chunks * N_STEP_MONEY * steps + 8))
     cdef double[:, ::1] acc_step_sold = np.zeros((w, n_chunks * steps * n_assets + 8))
     cdef double[:, ::1] schedule = np.empty((w, (n if record else 0) + 8))
+    calls_p = np.zeros((w, n), dtype=np.int32)
+    liquidated_p = np.zeros((w, n), dtype=np.int32)
+    cdef i32[:, ::1] v_calls_p = calls_p
+    cdef i32[:, ::1] v_liquidated_p = liquidated_p
     rows = n_workers * per_worker
-    cdef i64[:, ::1] log_loan = np.empty((rows, n1), dtype=np.int64)
+    cdef i32[:, ::1] log_slot = np.empty((rows, n1), dtype=np.int32)
     cdef double[:, ::1] log_loss = np.empty((rows, n1))
-    cdef i8[:, ::1] log_flags = np.empty((rows, n1), dtype=np.int8)
     cdef i64[::1] log_count = np.zeros(rows, dtype=np.int64)
+    # Losses per slot, from the block's starting per-loan losses: the merge adds each
+    # path's in path order, as the reference does per loan.
+    loss_p = _pad(core.loan_loss[c_order])
+    cdef double[::1] v_loss_p = loss_p
+    # Within a round, paths start in descending order of estimated work (loans their
+    # lowest price reaches), so that the dynamic schedule leaves no thread a long tail.
+    launch = _launch_order(prices, walk, order_start, n_workers * per_worker)
+    cdef const i64[::1] v_launch = launch
 
     cdef Shared sh
     sh.n_assets = n_assets
@@ -1135,6 +1197,8 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     sh.lg_p = &p_lg[0]
     sh.key_p = &p_key[0]
     sh.l_rank = &v_l_rank[0]
+    sh.walk_p = &v_walk[0]
+    sh.l_walk = &v_l_walk[0]
     sh.order_start = &v_order_start[0]
     sh.path_money = &path_money[0, 0]
     sh.path_counts = &path_counts[0, 0]
@@ -1148,9 +1212,8 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     sh.path_drawdown = &path_drawdown[0, 0]
     sh.path_unsold = &path_unsold[0, 0]
     sh.step_impact = &step_impact[0, 0, 0] if record else NULL
-    sh.log_loan = &log_loan[0, 0]
+    sh.log_slot = &log_slot[0, 0]
     sh.log_loss = &log_loss[0, 0]
-    sh.log_flags = &log_flags[0, 0]
     sh.log_count = &log_count[0]
 
     workers = np.zeros(n_workers * sizeof(Worker), dtype=np.uint8)
@@ -1193,22 +1256,39 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
         W.acc_step_money = &acc_step_money[q, 0]
         W.acc_step_sold = &acc_step_sold[q, 0]
         W.schedule = &schedule[q, 0]
+        W.calls_p = &v_calls_p[q, 0]
+        W.liquidated_p = &v_liquidated_p[q, 0]
 
     cdef i64 per_round = n_workers * per_worker
     cdef i64 base = 0
-    cdef i64 row, kk, j
-    cdef i64 flags
-    cdef int wk
+    cdef i64 row, kk, n_rows, jp
     with nogil:
         while base < n_paths:
-            for wk in prange(n_workers, num_threads=n_workers, schedule="static", chunksize=1):
-                _run_worker(&sh, &ws[wk], base, wk, per_worker)
-            # Per-loan outputs in path order.
-            for row in range(per_round):
+            n_rows = per_round if per_round < n_paths - base else n_paths - base
+            for kk in prange(n_rows, num_threads=n_workers, schedule="dynamic", chunksize=1):
+                jp = v_launch[base + kk]
+                _run_path(&sh, &ws[threadid()], jp, jp - base)
+            # Losses in path order.
+            for row in range(n_rows):
                 for kk in range(log_count[row]):
-                    j = log_loan[row, kk]
-                    loan_loss[j] += log_loss[row, kk]
-                    flags = log_flags[row, kk]
-                    loan_calls[j] += flags & 1
-                    loan_liquidated[j] += flags >> 1
+                    v_loss_p[log_slot[row, kk]] += log_loss[row, kk]
             base += per_round
+    core.loan_loss[c_order] = loss_p[:n_loans]
+    core.loan_calls[c_order] += calls_p[:, :n_loans].sum(axis=0)
+    core.loan_liquidated[c_order] += liquidated_p[:, :n_loans].sum(axis=0)
+
+
+def _launch_order(prices, walk, order_start, per_round):
+    """Paths of the block, each round's (``per_round`` consecutive paths) in descending
+    order of the number of loans whose call guard the path's lowest price reaches."""
+    n_assets, _, n_paths = prices.shape
+    work = np.zeros(n_paths, dtype=np.int64)
+    low = prices.min(axis=1)
+    for a in range(n_assets):
+        descending = -walk[order_start[a]:order_start[a + 1]]  # ascending
+        work += np.searchsorted(descending, -low[a], side="right")
+    launch = np.arange(n_paths, dtype=np.int64)
+    for base in range(0, n_paths, per_round):
+        members = launch[base:base + per_round]
+        launch[base:base + per_round] = members[np.argsort(-work[members], kind="stable")]
+    return launch
