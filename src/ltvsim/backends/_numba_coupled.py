@@ -9,11 +9,14 @@ Design:
   its own scratch: O(loans) per worker, never O(loans x paths).
 * Most loans never come near a trigger. Per asset, loans are ordered once by their call
   guard price (above it, LTV < m holds provably at every step, with the largest debt
-  the loan can reach). A loan gets a slot, its position in that order, when a price of
-  the path first reaches its guard (or, with crossings, when a crossing of its
-  liquidation level could be drawn); until then the reference's rules leave it as it
-  was, so it is never looked at. The loan arrays are permuted into that order once, so
-  activation and sweeps read memory in order.
+  the loan can reach), by descending guard bucket (the guard's float64 bits without
+  the low ones; a radix sort, loan index within a bucket). A loan gets a slot, its
+  position in that order, when a price of the path first reaches its bucket's top
+  (or, with crossings, when a crossing of its liquidation level could be drawn): so
+  every loan whose guard the price reaches, and a few more, which is harmless; until
+  then the reference's rules leave it as it was, so it is never looked at. The loan
+  arrays are permuted into that order once, so activation and sweeps read memory in
+  order.
 * Sweep 1 visits the live slots: a slot with no call, no order and its price above its
   call guard is skipped (its debt accrues lazily, by the same repeated multiplications);
   the others run the reference's rules. Sweeps k >= 2 visit the "near" slots (their
@@ -22,8 +25,12 @@ Design:
 * Orders of a round are kept as keys ``loan << 32 | slot`` and sorted (radix), so that
   the round's requested units are added per chunk of ``LOAN_CHUNK`` loans in loan order,
   then chunk by chunk, and settled in loan order: per-path money is the reference's sum,
-  bit for bit. Per-loan outputs are logged per path and added in path order after each
-  round of paths, so nothing depends on the thread count.
+  bit for bit. Per-loan margin-call and liquidation counts are kept per slot per worker
+  (integers: any order); only nonzero losses are logged per path and added in path
+  order after each round of paths, so nothing depends on the thread count.
+* Scheduling: numba has no dynamic schedule, so each round's paths are shared among the
+  workers beforehand, heaviest first to the least loaded worker (estimated work: the
+  loans the path's lowest price reaches). Which worker runs a path changes no result.
 """
 import math
 
@@ -403,24 +410,58 @@ def _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive, ac
     act_list[n_act] = s
 
 
+# Not inlined: Python passes a call with over 30 arguments as *args, which numba's
+# inliner rejects; a few calls per step and round, so the call costs nothing.
+@njit(**_jit_no_nrt)
+def _activate_down_to(a, price, order_start, walk_p, c_ptr, collateral_p, debt_p, cg_p, lg_p,
+                      is_active, alive, n_alive, act_list, n_act, fresh, n_fresh, list_fresh,
+                      st_status, st_q, st_debt, st_debt_step, st_principal, st_call, st_topup,
+                      st_order, st_kind, st_acted, st_acted_step, st_had_call, st_had_liq,
+                      st_loss, st_cg, st_lg):
+    """Give a slot to each loan of asset ``a`` that ``price`` brings to its call guard,
+    walking the guard order on from where the path's last walk stopped; list the new
+    slots in ``fresh`` if ``list_fresh``. Returns the new ``n_alive, n_act, n_fresh``.
+
+    ``walk_p`` (bucket tops) is non-increasing within an asset and at least each guard,
+    so the walk reaches every loan whose guard ``price`` reaches (and maybe a few more).
+    """
+    stop = order_start[a + 1]
+    s = c_ptr[a]
+    while s < stop and walk_p[s] >= price:
+        if is_active[s] == 0:
+            _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive, act_list,
+                      n_act, st_status, st_q, st_debt, st_debt_step, st_principal, st_call,
+                      st_topup, st_order, st_kind, st_acted, st_acted_step, st_had_call,
+                      st_had_liq, st_loss, st_cg, st_lg)
+            n_alive += 1
+            n_act += 1
+            if list_fresh:
+                fresh[n_fresh] = s
+                n_fresh += 1
+        s += 1
+    c_ptr[a] = s
+    return n_alive, n_act, n_fresh
+
+
 @njit(**_jit_no_nrt)
 def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, position,
               debt_horizon, mode, close_factor, full_close_ltv, min_liquidation, max_sell,
               depth, depth_move, sqrt_law, share, decay, max_rounds, bridge, variance,
               full_horizon, loan_p, asset_p, collateral_p, debt_p, growth_p, m_p, l_p, tau_p,
-              cure_p, fee_p, topup_p, gmax_p, cg_p, lg_p, key_p, l_rank, order_start,
+              cure_p, fee_p, topup_p, gmax_p, cg_p, lg_p, key_p, walk_p, l_rank, l_walk,
+              order_start,
               is_active, alive, act_list, near, pending, fresh, sort_tmp, radix_counts,
               per_asset, c_ptr, l_ptr, st_status, st_q, st_debt, st_debt_step, st_principal,
               st_call, st_topup, st_order, st_kind, st_acted, st_acted_step, st_had_call,
               st_had_liq, st_loss, st_cg, st_lg, acc_money, acc_counts, acc_sold,
               acc_step_money, acc_step_sold, schedule, path_money, path_counts, path_sold,
               step_sold, step_loss, step_fees, step_open_debt, step_collateral_value,
-              path_rounds, path_drawdown, path_unsold, step_impact, log_loan, log_loss,
-              log_flags, log_row, log_count):
+              path_rounds, path_drawdown, path_unsold, step_impact, calls_p, liquidated_p,
+              log_slot, log_loss, log_row, log_count):
     """Every loan on path ``jp`` of the block (global index ``path``).
 
     Slots are positions in the activation order: per asset, loans by descending call
-    guard price. A loan gets its slot when a price of the path reaches its guard (or,
+    guard bucket. A loan gets its slot when a price of the path reaches its bucket (or,
     with crossings, when a crossing of its liquidation level could be drawn); before
     that the reference's rules provably leave it untouched. Per-path sums are added per
     chunk of loans in event order, then chunk by chunk, as the reference does.
@@ -481,21 +522,15 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
         # Activation: the price reached these loans' call guards (or, with crossings, a
         # crossing of their liquidation level could be drawn).
         for a in range(n_assets):
-            stop = order_start[a + 1]
-            s = c_ptr[a]
-            while s < stop and cg_p[s] >= price[a]:
-                if is_active[s] == 0:
-                    _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive,
-                              act_list, n_act, st_status, st_q, st_debt, st_debt_step,
-                              st_principal, st_call, st_topup, st_order, st_kind, st_acted,
-                              st_acted_step, st_had_call, st_had_liq, st_loss, st_cg, st_lg)
-                    n_alive += 1
-                    n_act += 1
-                s += 1
-            c_ptr[a] = s
+            n_alive, n_act, _ = _activate_down_to(
+                a, price[a], order_start, walk_p, c_ptr, collateral_p, debt_p, cg_p, lg_p,
+                is_active, alive, n_alive, act_list, n_act, fresh, 0, False, st_status, st_q,
+                st_debt, st_debt_step, st_principal, st_call, st_topup, st_order, st_kind,
+                st_acted, st_acted_step, st_had_call, st_had_liq, st_loss, st_cg, st_lg)
             if crossings:
+                stop = order_start[a + 1]
                 k = l_ptr[a]
-                while k < stop and lg_p[l_rank[k]] * reach[a] >= low[a]:
+                while k < stop and l_walk[k] * reach[a] >= low[a]:
                     s = l_rank[k]
                     if is_active[s] == 0:
                         _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive,
@@ -603,20 +638,12 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
             # Loans the new price brought near: fresh slots, then the near list.
             n_fresh = 0
             for a in range(n_assets):
-                stop = order_start[a + 1]
-                s = c_ptr[a]
-                while s < stop and cg_p[s] >= price[a]:
-                    if is_active[s] == 0:
-                        _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive,
-                                  act_list, n_act, st_status, st_q, st_debt, st_debt_step,
-                                  st_principal, st_call, st_topup, st_order, st_kind, st_acted,
-                                  st_acted_step, st_had_call, st_had_liq, st_loss, st_cg, st_lg)
-                        n_alive += 1
-                        n_act += 1
-                        fresh[n_fresh] = s
-                        n_fresh += 1
-                    s += 1
-                c_ptr[a] = s
+                n_alive, n_act, n_fresh = _activate_down_to(
+                    a, price[a], order_start, walk_p, c_ptr, collateral_p, debt_p, cg_p, lg_p,
+                    is_active, alive, n_alive, act_list, n_act, fresh, n_fresh, True, st_status,
+                    st_q, st_debt, st_debt_step, st_principal, st_call, st_topup, st_order,
+                    st_kind, st_acted, st_acted_step, st_had_call, st_had_liq, st_loss, st_cg,
+                    st_lg)
             rescan = False
             for a in range(n_assets):
                 if price[a] < near_price[a]:
@@ -680,18 +707,11 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
     # m <= 1 its shortfall is 0. Give the others their slots, then add shortfalls and
     # unsold orders per chunk in loan order (``full_horizon``, some m > 1: every loan).
     for a in range(n_assets):
-        stop = order_start[a + 1]
-        s = c_ptr[a]
-        while s < stop and cg_p[s] >= previous_price[a]:
-            if is_active[s] == 0:
-                _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive,
-                          act_list, n_act, st_status, st_q, st_debt, st_debt_step,
-                          st_principal, st_call, st_topup, st_order, st_kind, st_acted,
-                          st_acted_step, st_had_call, st_had_liq, st_loss, st_cg, st_lg)
-                n_alive += 1
-                n_act += 1
-            s += 1
-        c_ptr[a] = s
+        n_alive, n_act, _ = _activate_down_to(
+            a, previous_price[a], order_start, walk_p, c_ptr, collateral_p, debt_p, cg_p, lg_p,
+            is_active, alive, n_alive, act_list, n_act, fresh, 0, False, st_status, st_q,
+            st_debt, st_debt_step, st_principal, st_call, st_topup, st_order, st_kind, st_acted,
+            st_acted_step, st_had_call, st_had_liq, st_loss, st_cg, st_lg)
     if full_horizon:
         for i in range(n_loans):
             a = asset_of[i]
@@ -707,7 +727,10 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
     n_short = 0
     for k in range(n_act):
         s = act_list[k]
-        if st_status[s] != _CLOSED:
+        status = st_status[s]
+        if status == _OPEN and not full_horizon and previous_price[asset_p[s]] > st_cg[s]:
+            continue  # above its call guard, so LTV < m <= 1: no shortfall
+        if status != _CLOSED:
             _catch_up(s, n_steps, growth_p[s], st_debt, st_debt_step)
             shortfall = st_debt[s] - st_q[s] * previous_price[asset_p[s]]
             if shortfall > 0.0 or st_status[s] == _LIQUIDATING:
@@ -734,15 +757,16 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
             part[a] += st_order[s]
     for b in range(n_assets):
         unsold[b] += part[b]
-    # Per-loan outputs, logged for the merge in path order; slots released.
+    # Per-slot counts (integers: any order) and losses (logged for the merge in path
+    # order); slots released.
     n_log = 0
     for k in range(n_act):
         s = act_list[k]
-        flags = st_had_call[s] + 2 * st_had_liq[s]
-        if flags != 0 or st_loss[s] != 0.0:
-            log_loan[log_row, n_log] = loan_p[s]
+        calls_p[s] += st_had_call[s]
+        liquidated_p[s] += st_had_liq[s]
+        if st_loss[s] != 0.0:
+            log_slot[log_row, n_log] = s
             log_loss[log_row, n_log] = st_loss[s]
-            log_flags[log_row, n_log] = flags
             n_log += 1
         is_active[s] = 0
     log_count[log_row] = n_log
@@ -772,13 +796,14 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
 def _evaluate_paths(prices, asset_of, collateral_of, debt_of, growth_of, position, debt_horizon,
                     path_offset, mode, close_factor, full_close_ltv, min_liquidation, max_sell,
                     depth, depth_move, sqrt_law, share, decay, max_rounds, bridge, variance,
-                    full_horizon, permuted, l_rank, order_start, paths_per_worker, scratch, state,
-                    accumulators, schedule, path_money, path_counts, path_sold, step_sold,
-                    step_loss, step_fees, step_open_debt, step_collateral_value, loan_loss,
-                    loan_calls, loan_liquidated, path_rounds, path_drawdown, path_unsold,
-                    step_impact, log_loan, log_loss, log_flags, log_count):
-    """Paths in rounds of ``n_workers x paths_per_worker``: each worker runs its paths
-    with its own scratch; after each round the per-loan outputs are added in path order."""
+                    full_horizon, permuted, walk, l_rank, l_walk, order_start, per_round, launch,
+                    worker_start, scratch, state, accumulators, schedule, path_money, path_counts,
+                    path_sold, step_sold, step_loss, step_fees, step_open_debt,
+                    step_collateral_value, path_rounds, path_drawdown, path_unsold, step_impact,
+                    loss_p, calls_p, liquidated_p, log_slot, log_loss, log_count):
+    """Paths in rounds of ``per_round`` consecutive paths: worker ``w`` runs its share of
+    the round (``launch[worker_start[r, w]:worker_start[r, w + 1]]``) with its own
+    scratch; after each round the losses are added into ``loss_p`` in path order."""
     n_paths = prices.shape[2]
     n_assets = prices.shape[0]
     n_workers = scratch[0].shape[0]
@@ -786,40 +811,34 @@ def _evaluate_paths(prices, asset_of, collateral_of, debt_of, growth_of, positio
     c_ptr = np.zeros((n_workers, n_assets), dtype=np.int64)
     l_ptr = np.zeros((n_workers, n_assets), dtype=np.int64)
     radix_counts = np.zeros((n_workers, 1 << _RADIX_BITS), dtype=np.int64)
-    per_round = n_workers * paths_per_worker
-    for base in range(0, n_paths, per_round):
+    for r in range(worker_start.shape[0]):
+        base = r * per_round
+        n_rows = min(per_round, n_paths - base)
         for w in prange(n_workers):
-            for k in range(paths_per_worker):
-                row = w * paths_per_worker + k
-                jp = base + row
-                log_count[row] = 0
-                if jp >= n_paths:
-                    continue
+            for k in range(worker_start[r, w], worker_start[r, w + 1]):
+                jp = launch[k]
                 _run_path(jp, path_offset + jp, prices, asset_of, collateral_of, debt_of, growth_of,
                           position, debt_horizon, mode, close_factor, full_close_ltv,
                           min_liquidation, max_sell, depth, depth_move, sqrt_law, share, decay,
                           max_rounds, bridge, variance, full_horizon, permuted[0], permuted[1],
                           permuted[2], permuted[3], permuted[4], permuted[5], permuted[6],
                           permuted[7], permuted[8], permuted[9], permuted[10], permuted[11],
-                          permuted[12], permuted[13], permuted[14], l_rank, order_start,
-                          scratch[0][w], scratch[1][w], scratch[2][w], scratch[3][w], scratch[4][w],
-                          scratch[5][w], scratch[6][w], radix_counts[w], per_asset[w], c_ptr[w],
-                          l_ptr[w], state[0][w], state[1][w], state[2][w], state[3][w], state[4][w],
-                          state[5][w], state[6][w], state[7][w], state[8][w], state[9][w],
-                          state[10][w], state[11][w], state[12][w], state[13][w], state[14][w],
-                          state[15][w], accumulators[0][w], accumulators[1][w], accumulators[2][w],
-                          accumulators[3][w], accumulators[4][w], schedule[w], path_money,
-                          path_counts, path_sold, step_sold, step_loss, step_fees, step_open_debt,
-                          step_collateral_value, path_rounds, path_drawdown, path_unsold,
-                          step_impact, log_loan, log_loss, log_flags, row, log_count)
-        # Per-loan outputs in path order.
-        for row in range(per_round):
+                          permuted[12], permuted[13], permuted[14], walk, l_rank, l_walk,
+                          order_start, scratch[0][w], scratch[1][w], scratch[2][w], scratch[3][w],
+                          scratch[4][w], scratch[5][w], scratch[6][w], radix_counts[w],
+                          per_asset[w], c_ptr[w], l_ptr[w], state[0][w], state[1][w], state[2][w],
+                          state[3][w], state[4][w], state[5][w], state[6][w], state[7][w],
+                          state[8][w], state[9][w], state[10][w], state[11][w], state[12][w],
+                          state[13][w], state[14][w], state[15][w], accumulators[0][w],
+                          accumulators[1][w], accumulators[2][w], accumulators[3][w],
+                          accumulators[4][w], schedule[w], path_money, path_counts, path_sold,
+                          step_sold, step_loss, step_fees, step_open_debt, step_collateral_value,
+                          path_rounds, path_drawdown, path_unsold, step_impact, calls_p[w],
+                          liquidated_p[w], log_slot, log_loss, jp - base, log_count)
+        # Losses in path order (a path's log row is its place in the round).
+        for row in range(n_rows):
             for k in range(log_count[row]):
-                i = log_loan[row, k]
-                loan_loss[i] += log_loss[row, k]
-                flags = log_flags[row, k]
-                loan_calls[i] += flags & 1
-                loan_liquidated[i] += flags >> 1
+                loss_p[log_slot[row, k]] += log_loss[row, k]
 
 
 @njit(parallel=True, **_jit_no_nrt)
@@ -842,16 +861,105 @@ def _prepare(debt_of, growth_of, collateral_of, m_of, l_of, seed_key, n_steps, g
         key_of[i] = _mix64(seed_key ^ _U(i))
 
 
+_INF_BITS = 0x7FF0000000000000  # float64 bits of +inf
+
+
+@njit(inline="always", **_jit_no_nrt)
+def _bucket_top(bits, shift):
+    """The float64 bits (as int64) of the smallest double above every guard in the
+    bucket of the guard with bits ``bits`` (the bits without the lowest ``shift``);
+    +inf stays +inf."""
+    if bits >= _INF_BITS or bits < 0:
+        return _INF_BITS
+    return ((bits >> shift) + 1) << shift
+
+
+@njit(**_jit_no_nrt)
+def _guard_order(asset_of, guard_bits, n_assets, keys, tmp, counts, order, walk_bits):
+    """Loans grouped by asset, each group by descending guard bucket (loan index within
+    a bucket): a stable radix sort of keys ``asset, bucket, loan``. ``walk_bits`` gets
+    each loan's bucket top, non-increasing within an asset, so that walking the order
+    while ``walk >= price`` reaches every loan whose guard ``price`` reaches. Guards and
+    tops are passed as their float64 bits (int64 views)."""
+    n = asset_of.shape[0]
+    asset_bits = 1
+    while (1 << asset_bits) < n_assets:
+        asset_bits += 1
+    # Keys fit 31 bits: 23 bits of the guard (sign 0, exponent, 12 bits of mantissa),
+    # fewer with more than 256 assets.
+    key_bits = 31 - asset_bits if asset_bits > 8 else 23
+    shift = 63 - key_bits
+    bucket_mask = (1 << key_bits) - 1
+    for i in range(n):
+        # Guards are positive (or +inf), so their bits order them; descending buckets.
+        keys[i] = _pack((asset_of[i] << key_bits) | (bucket_mask - (guard_bits[i] >> shift)), i)
+    _sort_prefix(keys, n, tmp, counts, key_bits + asset_bits)
+    for i in range(n):
+        order[i] = keys[i] & _SLOT_MASK
+        walk_bits[i] = _bucket_top(guard_bits[order[i]], shift)
+
+
 def _activation_order(asset_of, guard, n_assets):
-    """Loans grouped by asset, each group by descending ``guard`` (ties in any order:
-    which slot a loan gets changes no result); and where each asset's group starts."""
-    order = np.empty(asset_of.shape[0], dtype=np.int64)
-    order_start = np.zeros(n_assets + 1, dtype=np.int64)
+    """``_guard_order`` of a book: (order, walk keys)."""
+    n = asset_of.shape[0]
+    order = np.empty(n, dtype=np.int64)
+    walk = np.empty(n)
+    _guard_order(asset_of, np.ascontiguousarray(guard, dtype=np.float64).view(np.int64),
+                 n_assets, np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64),
+                 np.zeros(1 << _RADIX_BITS, dtype=np.int64), order, walk.view(np.int64))
+    return order, walk
+
+
+@njit(**_jit)
+def _share_rounds(work, per_round, n_workers):
+    """Each round's paths (``per_round`` consecutive paths) shared among the workers,
+    longest first: by descending ``work`` (stable), each to the worker with the least
+    work so far (then the fewest paths, then the lowest index). Returns ``launch`` and
+    ``worker_start``: worker ``w`` runs ``launch[worker_start[r, w]:worker_start[r, w +
+    1]]`` in round ``r``."""
+    n_paths = work.shape[0]
+    n_rounds = (n_paths + per_round - 1) // per_round
+    launch = np.empty(n_paths, dtype=np.int64)
+    worker_start = np.zeros((n_rounds, n_workers + 1), dtype=np.int64)
+    load = np.zeros(n_workers, dtype=np.int64)
+    taken = np.zeros(n_workers, dtype=np.int64)
+    owner = np.empty(per_round, dtype=np.int64)
+    for r in range(n_rounds):
+        base = r * per_round
+        n_rows = min(per_round, n_paths - base)
+        ranked = np.argsort(-work[base:base + n_rows], kind="mergesort")
+        load[:] = 0
+        taken[:] = 0
+        for k in range(n_rows):
+            best = 0
+            for w in range(1, n_workers):
+                if load[w] < load[best] or (load[w] == load[best] and taken[w] < taken[best]):
+                    best = w
+            owner[k] = best
+            load[best] += work[base + ranked[k]]
+            taken[best] += 1
+        # Worker by worker, each one's paths heaviest first.
+        start = base
+        for w in range(n_workers):
+            worker_start[r, w] = start
+            for k in range(n_rows):
+                if owner[k] == w:
+                    launch[start] = base + ranked[k]
+                    start += 1
+        worker_start[r, n_workers] = start
+    return launch, worker_start
+
+
+def _launch_order(prices, walk, order_start, per_round, n_workers):
+    """``_share_rounds`` of the block's paths, a path's estimated work being the number
+    of loans whose call guard (bucket) its lowest raw price reaches, over the assets."""
+    n_assets, _, n_paths = prices.shape
+    work = np.zeros(n_paths, dtype=np.int64)
+    low = prices.min(axis=1)
     for a in range(n_assets):
-        members = np.flatnonzero(asset_of == a)
-        order_start[a + 1] = order_start[a] + members.shape[0]
-        order[order_start[a]:order_start[a + 1]] = members[np.argsort(-guard[members])]
-    return order_start, order
+        descending = -walk[order_start[a]:order_start[a + 1]]  # ascending
+        work += np.searchsorted(descending, -low[a], side="right")
+    return _share_rounds(work, per_round, n_workers)
 
 
 def _as_float64(x):
@@ -862,7 +970,8 @@ def _as_int64(x):
     return np.require(x, np.int64, ("C", "W"))
 
 
-#: Paths each worker runs between two merges of the per-loan outputs.
+#: Paths per worker in a round (the paths between two merges of the losses); a
+#: worker's share of a round is set by the estimated work, so it may run more or fewer.
 PATHS_PER_WORKER = 4
 
 
@@ -888,12 +997,18 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     key_of = np.empty(n_loans, dtype=np.uint64)
     run_parallel(_prepare, n_workers, debt_of, growth_of, collateral_of, m_of, l_of, seed_key,
                  n_steps, gmax_of, debt_horizon, cg_key, lg_key, key_of)
-    # Per asset, loans by descending call guard: activation walks them as prices fall.
-    # The loan arrays, permuted into that order (``permuted``), are read in order.
-    order_start, c_order = _activation_order(asset_of, cg_key, n_assets)
+    # Per asset, loans by descending call guard bucket: activation walks them as prices
+    # fall. The loan arrays, permuted into that order (``permuted``), are read in order.
+    order_start = np.zeros(n_assets + 1, dtype=np.int64)
+    order_start[1:] = np.cumsum(np.bincount(asset_of, minlength=n_assets))
+    c_order, walk = _activation_order(asset_of, cg_key, n_assets)
     position = np.empty(n_loans, dtype=np.int64)
     position[c_order] = np.arange(n_loans)
-    l_rank = position[_activation_order(asset_of, lg_key, n_assets)[1]] if o.bridge else np.zeros(0, dtype=np.int64)
+    if o.bridge:
+        l_order, l_walk = _activation_order(asset_of, lg_key, n_assets)
+        l_rank = position[l_order]
+    else:
+        l_rank, l_walk = np.zeros(0, dtype=np.int64), np.zeros(0)
     permuted = (c_order,) + tuple(np.ascontiguousarray(x[c_order]) for x in (
         asset_of, collateral_of, debt_of, growth_of, m_of, l_of, loans[6], loans[7], loans[8],
         loans[9], gmax_of, cg_key, lg_key, key_of))
@@ -935,16 +1050,28 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
         np.zeros((w, n_chunks, steps, n_assets)),
     )
     schedule = np.empty((w, n if record else 0))
+    calls_p = np.zeros((w, n), dtype=np.int32)
+    liquidated_p = np.zeros((w, n), dtype=np.int32)
+    # Losses per slot, from the block's starting per-loan losses: the merge adds each
+    # path's in path order, as the reference does per loan.
+    core = out.core
+    loss_p = np.ascontiguousarray(core.loan_loss[c_order])
     logs = (
-        np.empty((rows, n), dtype=np.int64),
+        np.empty((rows, n), dtype=np.int32),
         np.empty((rows, n)),
-        np.empty((rows, n), dtype=np.int8),
         np.zeros(rows, dtype=np.int64),
     )
+    # Within a round, paths go heaviest first to the least loaded worker (estimated
+    # work: loans their lowest price reaches), so that no worker is left a long tail.
+    launch, worker_start = _launch_order(prices, walk, order_start, rows, n_workers)
     run_parallel(_evaluate_paths, n_workers, f64(prices), asset_of, collateral_of, debt_of, growth_of,
                  position, debt_horizon, int(path_offset), int(o.mode), float(o.close_factor),
                  float(o.full_close_ltv), float(o.min_liquidation), f64(o.max_sell), f64(o.depth),
                  f64(o.depth_move), i64(o.sqrt_law), f64(o.permanent), f64(o.decay),
-                 int(o.max_rounds), bool(o.bridge), variance, full_horizon, permuted, l_rank,
-                 order_start, per_worker, scratch, state, accumulators, schedule, *out.core,
-                 out.path_rounds, out.path_drawdown, out.path_unsold, out.step_impact, *logs)
+                 int(o.max_rounds), bool(o.bridge), variance, full_horizon, permuted, walk, l_rank,
+                 l_walk, order_start, rows, launch, worker_start, scratch, state, accumulators,
+                 schedule, *core[:8], out.path_rounds, out.path_drawdown, out.path_unsold,
+                 out.step_impact, loss_p, calls_p, liquidated_p, *logs)
+    core.loan_loss[c_order] = loss_p
+    core.loan_calls[c_order] += calls_p.sum(axis=0)
+    core.loan_liquidated[c_order] += liquidated_p.sum(axis=0)
