@@ -61,6 +61,11 @@ cdef enum:
     SLOT_BITS = 32
     RADIX_BITS = 11
     N_PER_ASSET = 14
+    N_ADDS = 8
+    SALE_NONE = 0
+    SALE_CLOSED_WITH_LOSS = 1
+    SALE_CLOSED = 2
+    SALE_PART = 3
 
 assert (LOSS, FEES, INTEREST, PRINCIPAL, RESIDUAL, PROCEEDS, DEBT_CLOSED, UNREALISED) == tuple(range(cfg.N_MONEY))
 assert N_MONEY == cfg.N_MONEY and N_COUNTS == cfg.N_COUNTS and N_STEP_MONEY == cfg.N_STEP_MONEY
@@ -193,7 +198,9 @@ cdef struct Worker:
     i64* st_acted_step
     i8* st_had_call
     i8* st_had_liq
-    double* st_loss
+    i32* log_slot            # this path's row of the loss log
+    double* log_loss
+    Py_ssize_t n_log
     double* st_cg
     double* st_lg
     double* acc_money        # [n_chunks, N_MONEY]
@@ -202,6 +209,12 @@ cdef struct Worker:
     double* acc_step_money   # [n_chunks, N_STEP_MONEY, n_step_rows]
     double* acc_step_sold    # [n_chunks, n_step_rows, n_assets]
     double* schedule         # [n_loans] (record only)
+    # The round's order entries (in the order they were made).
+    i64* entry_slot
+    i64* entry_asset
+    double* entry_order
+    i8* entry_sale
+    double* entry_adds       # [n_loans, N_ADDS]: what each sale adds to the sums
     i32* calls_p             # per slot: paths with a margin call (this worker's)
     i32* liquidated_p        # per slot: paths with a liquidation (this worker's)
 
@@ -337,10 +350,11 @@ cdef inline bint _slot_round_one(const Shared* S, Worker* W, i64 s, i64 t, i64 p
     return liquidate
 
 
-cdef inline void _slot_settle(const Shared* S, Worker* W, i64 s, i64 t, i64 a, double fill,
-                              double execution, i64 c) noexcept nogil:
+cdef inline void _slot_settle(const Shared* S, Worker* W, i64 s, double fill, double execution,
+                              i64 e) noexcept nogil:
     """Sell this round's fill of the loan-path's order at ``execution`` (reference
-    ``_settle``)."""
+    ``_settle``): the slot's new state, and what the sale adds to the path's sums as
+    order entry ``e`` (``_add_settlement`` adds them in loan order)."""
     cdef double fee = S.fee_p[s]
     cdef double debt = W.st_debt[s]
     cdef double principal = W.st_principal[s]
@@ -348,9 +362,7 @@ cdef inline void _slot_settle(const Shared* S, Worker* W, i64 s, i64 t, i64 a, d
     cdef double interest = debt - principal
     cdef double proceeds, fee_due, fee_paid, rest, interest_paid, principal_paid, residual
     cdef double loss, x, repaid, remaining_principal
-    cdef double* money = W.acc_money + c * N_MONEY
-    cdef Py_ssize_t rows = S.n_step_rows
-    cdef bint record = S.record
+    cdef double* adds = W.entry_adds + e * N_ADDS
     if interest < 0.0:
         interest = 0.0
     if W.st_kind[s] == ORDER_FULL and fill == 1.0:
@@ -363,43 +375,26 @@ cdef inline void _slot_settle(const Shared* S, Worker* W, i64 s, i64 t, i64 a, d
         principal_paid = rest if rest < principal else principal
         residual = rest - principal_paid
         loss = (interest - interest_paid) + (principal - principal_paid)
-        money[FEES] += fee_paid
-        money[INTEREST] += interest_paid
-        money[PRINCIPAL] += principal_paid
-        money[RESIDUAL] += residual
-        money[PROCEEDS] += proceeds
-        money[DEBT_CLOSED] += interest + principal
-        money[LOSS] += loss
-        if record:
-            W.acc_step_money[(c * N_STEP_MONEY + STEP_LOSS) * rows + t] += loss
-            W.acc_step_money[(c * N_STEP_MONEY + STEP_FEES) * rows + t] += fee_paid
-            W.acc_step_sold[(c * rows + t) * S.n_assets + a] += q
-        W.acc_sold[c * S.n_assets + a] += q
-        W.st_loss[s] = loss
+        _set_adds(adds, fee_paid, interest_paid, principal_paid, residual, proceeds, interest + principal, loss, q)
+        W.entry_sale[e] = SALE_CLOSED_WITH_LOSS
+        if loss != 0.0:  # logged for the merge in path order
+            W.log_slot[W.n_log] = <i32>s
+            W.log_loss[W.n_log] = loss
+            W.n_log += 1
         W.st_status[s] = CLOSED
-        W.acc_counts[c * N_COUNTS + FULL_LIQUIDATIONS] += 1
         return
     x = W.st_order[s] if fill == 1.0 else W.st_order[s] * fill
     if x <= 0.0:
-        return  # nothing sold this round: the whole order waits
+        W.entry_sale[e] = SALE_NONE  # nothing sold this round: the whole order waits
+        return
     proceeds = x * execution
     repaid = proceeds / (1.0 + fee)
     if repaid >= debt:
         fee_paid = fee * debt
         residual = proceeds - fee_paid - interest - principal
-        money[FEES] += fee_paid
-        money[INTEREST] += interest
-        money[PRINCIPAL] += principal
-        money[RESIDUAL] += residual
-        money[PROCEEDS] += proceeds
-        money[DEBT_CLOSED] += interest + principal
-        money[LOSS] += 0.0
-        if record:
-            W.acc_step_money[(c * N_STEP_MONEY + STEP_FEES) * rows + t] += fee_paid
-            W.acc_step_sold[(c * rows + t) * S.n_assets + a] += x
-        W.acc_sold[c * S.n_assets + a] += x
+        _set_adds(adds, fee_paid, interest, principal, residual, proceeds, interest + principal, 0.0, x)
+        W.entry_sale[e] = SALE_CLOSED
         W.st_status[s] = CLOSED
-        W.acc_counts[c * N_COUNTS + FULL_LIQUIDATIONS] += 1
         return
     fee_paid = fee * repaid
     interest_paid = repaid if repaid < interest else interest
@@ -408,22 +403,61 @@ cdef inline void _slot_settle(const Shared* S, Worker* W, i64 s, i64 t, i64 a, d
     remaining_principal = principal - principal_paid
     W.st_principal[s] = remaining_principal if remaining_principal > 0.0 else 0.0
     W.st_q[s] = q - x
-    money[FEES] += fee_paid
-    money[INTEREST] += interest_paid
-    money[PRINCIPAL] += principal_paid
-    money[RESIDUAL] += 0.0
-    money[PROCEEDS] += proceeds
-    money[DEBT_CLOSED] += repaid
-    money[LOSS] += 0.0
-    if record:
-        W.acc_step_money[(c * N_STEP_MONEY + STEP_FEES) * rows + t] += fee_paid
-        W.acc_step_sold[(c * rows + t) * S.n_assets + a] += x
-    W.acc_sold[c * S.n_assets + a] += x
+    _set_adds(adds, fee_paid, interest_paid, principal_paid, 0.0, proceeds, repaid, 0.0, x)
+    W.entry_sale[e] = SALE_PART
     if fill == 1.0:
         W.st_status[s] = OPEN
         W.st_order[s] = 0.0
     else:
         W.st_order[s] = W.st_order[s] - x
+
+
+cdef inline void _set_adds(double* adds, double fees, double interest, double principal,
+                           double residual, double proceeds, double debt_closed, double loss,
+                           double sold) noexcept nogil:
+    adds[0] = fees
+    adds[1] = interest
+    adds[2] = principal
+    adds[3] = residual
+    adds[4] = proceeds
+    adds[5] = debt_closed
+    adds[6] = loss
+    adds[7] = sold
+
+
+cdef inline void _add_settlement(const Shared* S, Worker* W, i64 e, i64 t, i64 a,
+                                 i64 c) noexcept nogil:
+    """Add order entry ``e``'s sale to chunk ``c``'s sums (called in loan order)."""
+    cdef i8 sale = W.entry_sale[e]
+    cdef const double* adds = W.entry_adds + e * N_ADDS
+    cdef double* money = W.acc_money + c * N_MONEY
+    cdef Py_ssize_t rows = S.n_step_rows
+    if sale == SALE_NONE:
+        return
+    money[FEES] += adds[0]
+    money[INTEREST] += adds[1]
+    money[PRINCIPAL] += adds[2]
+    money[RESIDUAL] += adds[3]
+    money[PROCEEDS] += adds[4]
+    money[DEBT_CLOSED] += adds[5]
+    money[LOSS] += adds[6]
+    if S.record:
+        if sale == SALE_CLOSED_WITH_LOSS:
+            W.acc_step_money[(c * N_STEP_MONEY + STEP_LOSS) * rows + t] += adds[6]
+        W.acc_step_money[(c * N_STEP_MONEY + STEP_FEES) * rows + t] += adds[0]
+        W.acc_step_sold[(c * rows + t) * S.n_assets + a] += adds[7]
+    W.acc_sold[c * S.n_assets + a] += adds[7]
+    if sale != SALE_PART:
+        W.acc_counts[c * N_COUNTS + FULL_LIQUIDATIONS] += 1
+
+
+cdef inline Py_ssize_t _push(const Shared* S, Worker* W, Py_ssize_t n_pending, i64 s) noexcept nogil:
+    """Slot ``s``'s order as the round's entry ``n_pending``: its key sorts by loan."""
+    W.pending[n_pending] = _pack(S.loan_p[s], n_pending)
+    W.entry_slot[n_pending] = s
+    W.entry_asset[n_pending] = S.asset_p[s]
+    W.entry_order[n_pending] = W.st_order[s]
+    return n_pending + 1
 
 
 cdef inline void _catch_up(const Shared* S, Worker* W, i64 s, i64 t) noexcept nogil:
@@ -494,17 +528,17 @@ cdef void _sort_prefix(i64* keys, Py_ssize_t n, i64* tmp, i64* counts, i64 loan_
 cdef void _chunked_totals(const Shared* S, Worker* W, Py_ssize_t n_pending, double* total,
                           double* part) noexcept nogil:
     """Requested units per asset: per chunk in loan order, then chunk by chunk (the
-    reference's order; ``pending`` holds sorted ``_pack``ed keys)."""
+    reference's order; ``pending`` holds the entries' keys, sorted)."""
     cdef Py_ssize_t n_assets = S.n_assets
     cdef Py_ssize_t a, k
-    cdef i64 i, s, c, chunk
+    cdef i64 i, e, c, chunk
     for a in range(n_assets):
         total[a] = 0.0
         part[a] = 0.0
     chunk = -1
     for k in range(n_pending):
         i = W.pending[k] >> SLOT_BITS
-        s = W.pending[k] & SLOT_MASK
+        e = W.pending[k] & SLOT_MASK
         c = i // LOAN_CHUNK
         if c != chunk:
             if chunk >= 0:
@@ -512,7 +546,7 @@ cdef void _chunked_totals(const Shared* S, Worker* W, Py_ssize_t n_pending, doub
                     total[a] += part[a]
                     part[a] = 0.0
             chunk = c
-        part[S.asset_p[s]] += W.st_order[s]
+        part[W.entry_asset[e]] += W.entry_order[e]
     if chunk >= 0:
         for a in range(n_assets):
             total[a] += part[a]
@@ -530,13 +564,9 @@ cdef inline void _activate(const Shared* S, Worker* W, i64 s, Py_ssize_t n_alive
     W.st_principal[s] = S.debt_p[s]
     W.st_call[s] = -1
     W.st_topup[s] = -1
-    W.st_order[s] = 0.0
-    W.st_kind[s] = 0
-    W.st_acted[s] = 0
     W.st_acted_step[s] = -1
     W.st_had_call[s] = 0
     W.st_had_liq[s] = 0
-    W.st_loss[s] = 0.0
     W.st_cg[s] = S.cg_p[s]
     W.st_lg[s] = S.lg_p[s]
     W.alive[n_alive] = s
@@ -603,12 +633,15 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
     cdef const double* lg_p = S.lg_p
     cdef const double* prices = S.prices
     cdef const double* variance = S.variance
-    cdef Py_ssize_t n_alive = 0, n_act = 0, n_pending, n_near, n_fresh, kept, n_short, n_log
+    cdef Py_ssize_t n_alive = 0, n_act = 0, n_pending, n_near, n_fresh, kept, n_short
     cdef Py_ssize_t k, b, tt
-    cdef i64 t, a, s, i, c, stop, chunk, deepest = 0, rounds, round_number, status
+    cdef i64 t, a, s, i, c, e, stop, chunk, deepest = 0, rounds, round_number, status
     cdef bint crossings, has_orders, decide, rescan
     cdef double raw, room, filled, ratio, delta, factor, ltv, v, shortfall, p
 
+    W.log_slot = S.log_slot + log_row * n_loans
+    W.log_loss = S.log_loss + log_row * n_loans
+    W.n_log = 0
     memset(W.acc_money, 0, n_chunks * N_MONEY * sizeof(double))
     memset(W.acc_counts, 0, n_chunks * N_COUNTS * sizeof(i64))
     memset(W.acc_sold, 0, n_chunks * n_assets * sizeof(double))
@@ -666,8 +699,7 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
             if status == LIQUIDATING:
                 _catch_up(S, W, s, t)
                 W.st_acted_step[s] = t
-                pending[n_pending] = _pack(S.loan_p[s], s)
-                n_pending += 1
+                n_pending = _push(S, W, n_pending, s)
                 continue
             if W.st_call[s] < 0 and W.st_topup[s] < 0 and price[a] > W.st_cg[s]:
                 if not crossings or low[a] > W.st_lg[s] * reach[a]:
@@ -681,8 +713,7 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
             v = variance[(a * n_t + t) * n_paths + jp] if bridge else 0.0
             if _slot_round_one(S, W, s, t, path, price[a], previous_price[a], v, i // LOAN_CHUNK):
                 W.st_acted_step[s] = t
-                pending[n_pending] = _pack(i, s)
-                n_pending += 1
+                n_pending = _push(S, W, n_pending, s)
             elif W.st_acted[s]:  # a top-up: more collateral, lower guards
                 W.st_acted_step[s] = t
                 _refresh_guards(S, W, s)
@@ -725,15 +756,19 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
                 price[a] = prices[(a * n_t + t) * n_paths + jp] * exp(-(permanent[a] + transient[a]))
             round_number += 1
             decide = round_number <= S.max_rounds
-            # Settle the last round's orders in loan order.
-            for k in range(n_pending):
-                i = pending[k] >> SLOT_BITS
-                s = pending[k] & SLOT_MASK
-                a = asset_p[s]
+            # Settle the last round's orders: each slot in the order the entries were
+            # made (near slot order, so memory is read in order), then their sums in
+            # loan order.
+            for e in range(n_pending):
+                s = W.entry_slot[e]
+                a = W.entry_asset[e]
                 status = st_status[s]
-                _slot_settle(S, W, s, t, a, fill[a], execution[a], i // LOAN_CHUNK)
+                _slot_settle(S, W, s, fill[a], execution[a], e)
                 if st_status[s] == OPEN and status == LIQUIDATING:
                     _refresh_guards(S, W, s)
+            for k in range(n_pending):
+                e = pending[k] & SLOT_MASK
+                _add_settlement(S, W, e, t, W.entry_asset[e], (pending[k] >> SLOT_BITS) // LOAN_CHUNK)
             n_pending = 0
             if not decide:
                 continue
@@ -775,8 +810,7 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
                     _slot_liquidate(S, W, s, ltv, price[a], S.tau_p[s], S.fee_p[s], S.l_p[s],
                                     i // LOAN_CHUNK)
                     W.st_acted_step[s] = t
-                    pending[n_pending] = _pack(i, s)
-                    n_pending += 1
+                    n_pending = _push(S, W, n_pending, s)
             _sort_prefix(pending, n_pending, W.sort_tmp, W.radix_counts, loan_bits)
         if rounds > deepest:
             deepest = rounds
@@ -851,19 +885,12 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
         unsold[b] += part[b]
     # Per-slot counts (integers: any order) and losses (logged for the merge in path
     # order); slots released.
-    n_log = 0
-    cdef i32* log_slot = S.log_slot + log_row * n_loans
-    cdef double* log_loss = S.log_loss + log_row * n_loans
     for k in range(n_act):
         s = W.act_list[k]
         W.calls_p[s] += W.st_had_call[s]
         W.liquidated_p[s] += W.st_had_liq[s]
-        if W.st_loss[s] != 0.0:
-            log_slot[n_log] = <i32>s
-            log_loss[n_log] = W.st_loss[s]
-            n_log += 1
         W.is_active[s] = 0
-    S.log_count[log_row] = n_log
+    S.log_count[log_row] = W.n_log
     # The path's sums, chunk by chunk.
     for c in range(n_chunks):
         for k in range(N_MONEY):
@@ -966,6 +993,32 @@ def _activation_order(asset_of, guard, Py_ssize_t n_assets):
     return order[:n], walk[:n]
 
 
+def _gather(x, order, int n_threads):
+    """``x[order]`` and one spare zero (``_pad``), gathered in parallel."""
+    out = np.zeros(order.shape[0] + 1, dtype=x.dtype)
+    cdef Py_ssize_t n = order.shape[0], k
+    cdef const i64[::1] v_order = order
+    cdef const i64[::1] src_i
+    cdef i64[::1] dst_i
+    cdef const double[::1] src_f
+    cdef double[::1] dst_f
+    if n == 0:
+        return out
+    if x.dtype == np.float64:
+        src_f = x
+        dst_f = out
+        with nogil:
+            for k in prange(n, num_threads=n_threads, schedule="static"):
+                dst_f[k] = src_f[v_order[k]]
+    else:  # int64 or uint64: the same eight bytes
+        src_i = x.view(np.int64)
+        dst_i = out.view(np.int64)
+        with nogil:
+            for k in prange(n, num_threads=n_threads, schedule="static"):
+                dst_i[k] = src_i[v_order[k]]
+    return out
+
+
 def _pad(x):
     """``x`` (1-D) and one spare zero, so that even an empty array has an element."""
     return np.concatenate([x, np.zeros(1, dtype=x.dtype)])
@@ -1046,7 +1099,7 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     else:
         l_rank, l_walk = np.zeros(0, dtype=np.int64), np.zeros(0)
     # The loan arrays in activation order, each with one spare element (empty books).
-    permuted = [_pad(c_order)] + [_pad(x[c_order]) for x in [
+    permuted = [_pad(c_order)] + [_gather(x, c_order, n_workers) for x in [
         asset_of, collateral_of, debt_of, growth_of, m_of, l_of, loans[6], loans[7], loans[8],
         loans[9], gmax_of, cg_key, lg_key, key_of]]
     cdef bint full_horizon = bool((m_of > 1.0).any())
@@ -1121,7 +1174,6 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef i64[:, ::1] st_acted_step = np.empty((w, n), dtype=np.int64)
     cdef i8[:, ::1] st_had_call = np.empty((w, n), dtype=np.int8)
     cdef i8[:, ::1] st_had_liq = np.empty((w, n), dtype=np.int8)
-    cdef double[:, ::1] st_loss = np.empty((w, n))
     cdef double[:, ::1] st_cg = np.empty((w, n))
     cdef double[:, ::1] st_lg = np.empty((w, n))
     cdef double[:, ::1] acc_money = np.zeros((w, n_chunks * N_MONEY + 8))
@@ -1130,6 +1182,11 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef double[:, ::1] acc_step_money = np.zeros((w, n_chunks * N_STEP_MONEY * steps + 8))
     cdef double[:, ::1] acc_step_sold = np.zeros((w, n_chunks * steps * n_assets + 8))
     cdef double[:, ::1] schedule = np.empty((w, (n if record else 0) + 8))
+    cdef i64[:, ::1] entry_slot = np.empty((w, n), dtype=np.int64)
+    cdef i64[:, ::1] entry_asset = np.empty((w, n), dtype=np.int64)
+    cdef double[:, ::1] entry_order = np.empty((w, n))
+    cdef i8[:, ::1] entry_sale = np.empty((w, n), dtype=np.int8)
+    cdef double[:, ::1] entry_adds = np.empty((w, n * N_ADDS))
     calls_p = np.zeros((w, n), dtype=np.int32)
     liquidated_p = np.zeros((w, n), dtype=np.int32)
     cdef i32[:, ::1] v_calls_p = calls_p
@@ -1247,7 +1304,6 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
         W.st_acted_step = &st_acted_step[q, 0]
         W.st_had_call = &st_had_call[q, 0]
         W.st_had_liq = &st_had_liq[q, 0]
-        W.st_loss = &st_loss[q, 0]
         W.st_cg = &st_cg[q, 0]
         W.st_lg = &st_lg[q, 0]
         W.acc_money = &acc_money[q, 0]
@@ -1256,6 +1312,11 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
         W.acc_step_money = &acc_step_money[q, 0]
         W.acc_step_sold = &acc_step_sold[q, 0]
         W.schedule = &schedule[q, 0]
+        W.entry_slot = &entry_slot[q, 0]
+        W.entry_asset = &entry_asset[q, 0]
+        W.entry_order = &entry_order[q, 0]
+        W.entry_sale = &entry_sale[q, 0]
+        W.entry_adds = &entry_adds[q, 0]
         W.calls_p = &v_calls_p[q, 0]
         W.liquidated_p = &v_liquidated_p[q, 0]
 
