@@ -22,12 +22,15 @@ Design:
   the others run the reference's rules. Sweeps k >= 2 visit the "near" slots (their
   liquidation guard within ``_NEAR_SHARE`` of the opening price) unless the price fell
   below that share, when every live slot is scanned.
-* Orders of a round are kept as keys ``loan << 32 | slot`` and sorted (radix), so that
-  the round's requested units are added per chunk of ``LOAN_CHUNK`` loans in loan order,
-  then chunk by chunk, and settled in loan order: per-path money is the reference's sum,
-  bit for bit. Per-loan margin-call and liquidation counts are kept per slot per worker
-  (integers: any order); only nonzero losses are logged per path and added in path
-  order after each round of paths, so nothing depends on the thread count.
+* Orders of a round are its "entries", numbered as they are made (near slot order),
+  with keys ``loan << 32 | entry`` sorted (radix), so that the round's requested units
+  are added per chunk of ``LOAN_CHUNK`` loans in loan order, then chunk by chunk. A
+  round settles in two phases: each slot's sale in entry order (memory read in order),
+  recording what it adds to the sums per entry; then the records are added in loan
+  order: per-path money is the reference's sum, bit for bit. Per-loan margin-call and
+  liquidation counts are kept per slot per worker (integers: any order); nonzero losses
+  are logged per path as loans close and added in path order after each round of
+  paths, so nothing depends on the thread count.
 * Scheduling: numba has no dynamic schedule, so each round's paths are shared among the
   workers beforehand, heaviest first to the least loaded worker (estimated work: the
   loans the path's lowest price reaches). Which worker runs a path changes no result.
@@ -73,6 +76,13 @@ _BRIDGE_REACH = BRIDGE_REACH
 # Extra relative margin of the crossing skip test (the probability bound has ~2.5 in
 # its exponent to spare; this only guards the rounding of the test itself).
 _BRIDGE_SLACK = 1.0 + 1e-9
+#: An order entry's record (``_set_adds``): fees, interest, principal, residual,
+#: proceeds, debt closed, loss, units sold; and its kind of sale.
+_N_ADDS = 8
+_SALE_NONE = 0  # nothing sold
+_SALE_CLOSED_WITH_LOSS = 1  # a full order filled: closed, maybe with a loss
+_SALE_CLOSED = 2  # the proceeds repaid the debt: closed
+_SALE_PART = 3  # part of the debt repaid
 
 _jit = dict(cache=True, nogil=True, error_model="numpy", fastmath=False)
 _jit_no_nrt = dict(_jit, _nrt=False)
@@ -191,11 +201,11 @@ def _slot_round_one(s, t, path, price, previous_price, m, l, tau, cure, fee, top
 
 
 @njit(inline="always", **_jit_no_nrt)
-def _slot_settle(s, t, a, fee, fill, execution, st_q, st_debt, st_principal, st_order,
-            st_kind, st_status, st_loss, acc_money, acc_counts, acc_sold, acc_step_money,
-            acc_step_sold, record, c):
+def _slot_settle(s, fee, fill, execution, e, st_q, st_debt, st_principal, st_order, st_kind,
+                 st_status, entry_sale, entry_adds, log_slot, log_loss, n_log):
     """Sell this round's fill of the loan-path's order at ``execution`` (reference
-    ``_settle``)."""
+    ``_settle``): the slot's new state, and what the sale adds to the path's sums as
+    order entry ``e`` (``_add_settlement`` adds them in loan order)."""
     debt = st_debt[s]
     principal = st_principal[s]
     q = st_q[s]
@@ -212,43 +222,29 @@ def _slot_settle(s, t, a, fee, fill, execution, st_q, st_debt, st_principal, st_
         principal_paid = rest if rest < principal else principal
         residual = rest - principal_paid
         loss = (interest - interest_paid) + (principal - principal_paid)
-        acc_money[c, _FEES] += fee_paid
-        acc_money[c, _INTEREST] += interest_paid
-        acc_money[c, _PRINCIPAL] += principal_paid
-        acc_money[c, _RESIDUAL] += residual
-        acc_money[c, _PROCEEDS] += proceeds
-        acc_money[c, _DEBT_CLOSED] += interest + principal
-        acc_money[c, _LOSS] += loss
-        if record:
-            acc_step_money[c, _STEP_LOSS, t] += loss
-            acc_step_money[c, _STEP_FEES, t] += fee_paid
-            acc_step_sold[c, t, a] += q
-        acc_sold[c, a] += q
-        st_loss[s] = loss
+        _set_adds(entry_adds, e, fee_paid, interest_paid, principal_paid, residual, proceeds,
+                  interest + principal, loss, q)
+        entry_sale[e] = _SALE_CLOSED_WITH_LOSS
+        if loss != 0.0:  # logged for the merge in path order
+            k = n_log[0]
+            log_slot[k] = s
+            log_loss[k] = loss
+            n_log[0] = k + 1
         st_status[s] = _CLOSED
-        acc_counts[c, _FULL] += 1
         return
     x = st_order[s] if fill == 1.0 else st_order[s] * fill
     if x <= 0.0:
-        return  # nothing sold this round: the whole order waits
+        entry_sale[e] = _SALE_NONE  # nothing sold this round: the whole order waits
+        return
     proceeds = x * execution
     repaid = proceeds / (1.0 + fee)
     if repaid >= debt:
         fee_paid = fee * debt
         residual = proceeds - fee_paid - interest - principal
-        acc_money[c, _FEES] += fee_paid
-        acc_money[c, _INTEREST] += interest
-        acc_money[c, _PRINCIPAL] += principal
-        acc_money[c, _RESIDUAL] += residual
-        acc_money[c, _PROCEEDS] += proceeds
-        acc_money[c, _DEBT_CLOSED] += interest + principal
-        acc_money[c, _LOSS] += 0.0
-        if record:
-            acc_step_money[c, _STEP_FEES, t] += fee_paid
-            acc_step_sold[c, t, a] += x
-        acc_sold[c, a] += x
+        _set_adds(entry_adds, e, fee_paid, interest, principal, residual, proceeds,
+                  interest + principal, 0.0, x)
+        entry_sale[e] = _SALE_CLOSED
         st_status[s] = _CLOSED
-        acc_counts[c, _FULL] += 1
         return
     fee_paid = fee * repaid
     interest_paid = repaid if repaid < interest else interest
@@ -257,22 +253,53 @@ def _slot_settle(s, t, a, fee, fill, execution, st_q, st_debt, st_principal, st_
     remaining_principal = principal - principal_paid
     st_principal[s] = remaining_principal if remaining_principal > 0.0 else 0.0
     st_q[s] = q - x
-    acc_money[c, _FEES] += fee_paid
-    acc_money[c, _INTEREST] += interest_paid
-    acc_money[c, _PRINCIPAL] += principal_paid
-    acc_money[c, _RESIDUAL] += 0.0
-    acc_money[c, _PROCEEDS] += proceeds
-    acc_money[c, _DEBT_CLOSED] += repaid
-    acc_money[c, _LOSS] += 0.0
-    if record:
-        acc_step_money[c, _STEP_FEES, t] += fee_paid
-        acc_step_sold[c, t, a] += x
-    acc_sold[c, a] += x
+    _set_adds(entry_adds, e, fee_paid, interest_paid, principal_paid, 0.0, proceeds, repaid, 0.0,
+              x)
+    entry_sale[e] = _SALE_PART
     if fill == 1.0:
         st_status[s] = _OPEN
         st_order[s] = 0.0
     else:
         st_order[s] = st_order[s] - x
+
+
+@njit(inline="always", **_jit_no_nrt)
+def _set_adds(entry_adds, e, fees, interest, principal, residual, proceeds, debt_closed, loss,
+              sold):
+    """Entry ``e``'s record: what its sale adds to each sum (see ``_N_ADDS``)."""
+    entry_adds[e, 0] = fees
+    entry_adds[e, 1] = interest
+    entry_adds[e, 2] = principal
+    entry_adds[e, 3] = residual
+    entry_adds[e, 4] = proceeds
+    entry_adds[e, 5] = debt_closed
+    entry_adds[e, 6] = loss
+    entry_adds[e, 7] = sold
+
+
+@njit(inline="always", **_jit_no_nrt)
+def _add_settlement(e, t, a, c, entry_sale, entry_adds, acc_money, acc_counts, acc_sold,
+                    acc_step_money, acc_step_sold, record):
+    """Add order entry ``e``'s sale to chunk ``c``'s sums (called in loan order): the
+    fields in the order the reference adds them."""
+    sale = entry_sale[e]
+    if sale == _SALE_NONE:
+        return
+    acc_money[c, _FEES] += entry_adds[e, 0]
+    acc_money[c, _INTEREST] += entry_adds[e, 1]
+    acc_money[c, _PRINCIPAL] += entry_adds[e, 2]
+    acc_money[c, _RESIDUAL] += entry_adds[e, 3]
+    acc_money[c, _PROCEEDS] += entry_adds[e, 4]
+    acc_money[c, _DEBT_CLOSED] += entry_adds[e, 5]
+    acc_money[c, _LOSS] += entry_adds[e, 6]
+    if record:
+        if sale == _SALE_CLOSED_WITH_LOSS:
+            acc_step_money[c, _STEP_LOSS, t] += entry_adds[e, 6]
+        acc_step_money[c, _STEP_FEES, t] += entry_adds[e, 0]
+        acc_step_sold[c, t, a] += entry_adds[e, 7]
+    acc_sold[c, a] += entry_adds[e, 7]
+    if sale != _SALE_PART:
+        acc_counts[c, _FULL] += 1
 
 
 @njit(inline="always", **_jit_no_nrt)
@@ -312,8 +339,21 @@ _SLOT_MASK = (1 << 32) - 1
 
 @njit(inline="always", **_jit_no_nrt)
 def _pack(i, s):
-    """A pending order's key: sorting keys sorts by loan index; the slot rides along."""
+    """A pending order's key: sorting keys sorts by loan index; the slot (or the order
+    entry) rides along."""
     return (i << _SLOT_BITS) | s
+
+
+@njit(inline="always", **_jit_no_nrt)
+def _push(pending, n_pending, s, loan_p, asset_p, st_order, entry_slot, entry_asset,
+          entry_order):
+    """Slot ``s``'s order as the round's entry ``n_pending``: its key sorts by loan.
+    Returns the new ``n_pending``."""
+    pending[n_pending] = _pack(loan_p[s], n_pending)
+    entry_slot[n_pending] = s
+    entry_asset[n_pending] = asset_p[s]
+    entry_order[n_pending] = st_order[s]
+    return n_pending + 1
 
 
 _RADIX_BITS = 11
@@ -358,9 +398,9 @@ def _sort_prefix(keys, n, tmp, counts, loan_bits):
 
 
 @njit(**_jit_no_nrt)
-def _chunked_totals(pending, n_pending, asset_p, st_order, total, part):
+def _chunked_totals(pending, n_pending, entry_asset, entry_order, total, part):
     """Requested units per asset: per chunk in loan order, then chunk by chunk (the
-    reference's order; ``pending`` holds sorted ``_pack``ed keys)."""
+    reference's order; ``pending`` holds the entries' keys, sorted)."""
     n_assets = total.shape[0]
     for a in range(n_assets):
         total[a] = 0.0
@@ -368,7 +408,7 @@ def _chunked_totals(pending, n_pending, asset_p, st_order, total, part):
     chunk = -1
     for k in range(n_pending):
         i = pending[k] >> _SLOT_BITS
-        s = pending[k] & _SLOT_MASK
+        e = pending[k] & _SLOT_MASK
         c = i // _LOAN_CHUNK
         if c != chunk:
             if chunk >= 0:
@@ -376,7 +416,7 @@ def _chunked_totals(pending, n_pending, asset_p, st_order, total, part):
                     total[a] += part[a]
                     part[a] = 0.0
             chunk = c
-        part[asset_p[s]] += st_order[s]
+        part[entry_asset[e]] += entry_order[e]
     if chunk >= 0:
         for a in range(n_assets):
             total[a] += part[a]
@@ -385,10 +425,10 @@ def _chunked_totals(pending, n_pending, asset_p, st_order, total, part):
 @njit(inline="always", **_jit_no_nrt)
 def _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive, act_list, n_act,
               st_status, st_q, st_debt, st_debt_step, st_principal, st_call, st_topup,
-              st_order, st_kind, st_acted, st_acted_step, st_had_call, st_had_liq, st_loss,
-              st_cg, st_lg):
+              st_acted_step, st_had_call, st_had_liq, st_cg, st_lg):
     """Open slot ``s`` (the loan at that position of the activation order) as the
-    reference has it before it is first touched: its debt not accrued yet (lazily)."""
+    reference has it before it is first touched: its debt not accrued yet (lazily).
+    The order, its kind and the top-up flag are written before they are read."""
     is_active[s] = 1
     st_status[s] = _OPEN
     st_q[s] = collateral_p[s]
@@ -397,13 +437,9 @@ def _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive, ac
     st_principal[s] = debt_p[s]
     st_call[s] = -1
     st_topup[s] = -1
-    st_order[s] = 0.0
-    st_kind[s] = 0
-    st_acted[s] = 0
     st_acted_step[s] = -1
     st_had_call[s] = 0
     st_had_liq[s] = 0
-    st_loss[s] = 0.0
     st_cg[s] = cg_p[s]
     st_lg[s] = lg_p[s]
     alive[n_alive] = s
@@ -416,8 +452,7 @@ def _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive, ac
 def _activate_down_to(a, price, order_start, walk_p, c_ptr, collateral_p, debt_p, cg_p, lg_p,
                       is_active, alive, n_alive, act_list, n_act, fresh, n_fresh, list_fresh,
                       st_status, st_q, st_debt, st_debt_step, st_principal, st_call, st_topup,
-                      st_order, st_kind, st_acted, st_acted_step, st_had_call, st_had_liq,
-                      st_loss, st_cg, st_lg):
+                      st_acted_step, st_had_call, st_had_liq, st_cg, st_lg):
     """Give a slot to each loan of asset ``a`` that ``price`` brings to its call guard,
     walking the guard order on from where the path's last walk stopped; list the new
     slots in ``fresh`` if ``list_fresh``. Returns the new ``n_alive, n_act, n_fresh``.
@@ -431,8 +466,7 @@ def _activate_down_to(a, price, order_start, walk_p, c_ptr, collateral_p, debt_p
         if is_active[s] == 0:
             _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive, act_list,
                       n_act, st_status, st_q, st_debt, st_debt_step, st_principal, st_call,
-                      st_topup, st_order, st_kind, st_acted, st_acted_step, st_had_call,
-                      st_had_liq, st_loss, st_cg, st_lg)
+                      st_topup, st_acted_step, st_had_call, st_had_liq, st_cg, st_lg)
             n_alive += 1
             n_act += 1
             if list_fresh:
@@ -453,18 +487,20 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
               is_active, alive, act_list, near, pending, fresh, sort_tmp, radix_counts,
               per_asset, c_ptr, l_ptr, st_status, st_q, st_debt, st_debt_step, st_principal,
               st_call, st_topup, st_order, st_kind, st_acted, st_acted_step, st_had_call,
-              st_had_liq, st_loss, st_cg, st_lg, acc_money, acc_counts, acc_sold,
-              acc_step_money, acc_step_sold, schedule, path_money, path_counts, path_sold,
-              step_sold, step_loss, step_fees, step_open_debt, step_collateral_value,
-              path_rounds, path_drawdown, path_unsold, step_impact, calls_p, liquidated_p,
-              log_slot, log_loss, log_row, log_count):
+              st_had_liq, st_cg, st_lg, acc_money, acc_counts, acc_sold, acc_step_money,
+              acc_step_sold, schedule, entry_slot, entry_asset, entry_order, entry_sale,
+              entry_adds, path_money, path_counts, path_sold, step_sold, step_loss, step_fees,
+              step_open_debt, step_collateral_value, path_rounds, path_drawdown, path_unsold,
+              step_impact, calls_p, liquidated_p, log_slot, log_loss, log_row, log_count,
+              n_log):
     """Every loan on path ``jp`` of the block (global index ``path``).
 
     Slots are positions in the activation order: per asset, loans by descending call
     guard bucket. A loan gets its slot when a price of the path reaches its bucket (or,
     with crossings, when a crossing of its liquidation level could be drawn); before
     that the reference's rules provably leave it untouched. Per-path sums are added per
-    chunk of loans in event order, then chunk by chunk, as the reference does.
+    chunk of loans in event order, then chunk by chunk, as the reference does. Losses
+    go to row ``log_row`` of the loss log as loans close (``n_log[0]`` of them so far).
     """
     n_assets = prices.shape[0]
     n_steps = prices.shape[1] - 1
@@ -474,6 +510,9 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
     while (1 << loan_bits) < n_loans:
         loan_bits += 1
     record = step_loss.shape[0] > 0
+    path_log_slot = log_slot[log_row]
+    path_log_loss = log_loss[log_row]
+    n_log[0] = 0
     acc_money[:] = 0.0
     acc_counts[:] = 0
     acc_sold[:] = 0.0
@@ -525,8 +564,8 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
             n_alive, n_act, _ = _activate_down_to(
                 a, price[a], order_start, walk_p, c_ptr, collateral_p, debt_p, cg_p, lg_p,
                 is_active, alive, n_alive, act_list, n_act, fresh, 0, False, st_status, st_q,
-                st_debt, st_debt_step, st_principal, st_call, st_topup, st_order, st_kind,
-                st_acted, st_acted_step, st_had_call, st_had_liq, st_loss, st_cg, st_lg)
+                st_debt, st_debt_step, st_principal, st_call, st_topup, st_acted_step,
+                st_had_call, st_had_liq, st_cg, st_lg)
             if crossings:
                 stop = order_start[a + 1]
                 k = l_ptr[a]
@@ -535,8 +574,8 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
                     if is_active[s] == 0:
                         _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive,
                                   act_list, n_act, st_status, st_q, st_debt, st_debt_step,
-                                  st_principal, st_call, st_topup, st_order, st_kind, st_acted,
-                                  st_acted_step, st_had_call, st_had_liq, st_loss, st_cg, st_lg)
+                                  st_principal, st_call, st_topup, st_acted_step, st_had_call,
+                                  st_had_liq, st_cg, st_lg)
                         n_alive += 1
                         n_act += 1
                     k += 1
@@ -556,8 +595,8 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
             if status == _LIQUIDATING:
                 _catch_up(s, t, growth_p[s], st_debt, st_debt_step)
                 st_acted_step[s] = t
-                pending[n_pending] = _pack(loan_p[s], s)
-                n_pending += 1
+                n_pending = _push(pending, n_pending, s, loan_p, asset_p, st_order, entry_slot,
+                                  entry_asset, entry_order)
                 continue
             if st_call[s] < 0 and st_topup[s] < 0 and price[a] > st_cg[s]:
                 if not crossings or low[a] > st_lg[s] * reach[a]:
@@ -576,8 +615,8 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
                                st_call, st_topup, st_order, st_kind, st_status, st_acted,
                                st_had_call, st_had_liq, acc_counts, i // _LOAN_CHUNK):
                 st_acted_step[s] = t
-                pending[n_pending] = _pack(i, s)
-                n_pending += 1
+                n_pending = _push(pending, n_pending, s, loan_p, asset_p, st_order, entry_slot,
+                                  entry_asset, entry_order)
             elif st_acted[s]:  # a top-up: more collateral, lower guards
                 st_acted_step[s] = t
                 _refresh_guards(s, gmax_p, m_p, l_p, st_q, st_debt, st_cg, st_lg)
@@ -589,7 +628,7 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
         rounds = 0
         round_number = 1
         while True:
-            _chunked_totals(pending, n_pending, asset_p, st_order, total, part)
+            _chunked_totals(pending, n_pending, entry_asset, entry_order, total, part)
             has_orders = False
             for a in range(n_assets):
                 if total[a] > 0.0:
@@ -620,18 +659,23 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
                 price[a] = prices[a, t, jp] * math.exp(-(permanent[a] + transient[a]))
             round_number += 1
             decide = round_number <= max_rounds
-            # Settle the last round's orders in loan order.
-            for k in range(n_pending):
-                i = pending[k] >> _SLOT_BITS
-                s = pending[k] & _SLOT_MASK
-                a = asset_p[s]
+            # Settle the last round's orders: each slot in the order the entries were
+            # made (near slot order, so memory is read in order), then their sums in
+            # loan order.
+            for e in range(n_pending):
+                s = entry_slot[e]
+                a = entry_asset[e]
                 before = st_status[s]
-                _slot_settle(s, t, a, fee_p[s], fill[a], execution[a], st_q, st_debt,
-                             st_principal, st_order, st_kind, st_status, st_loss, acc_money,
-                             acc_counts, acc_sold, acc_step_money, acc_step_sold, record,
-                             i // _LOAN_CHUNK)
+                _slot_settle(s, fee_p[s], fill[a], execution[a], e, st_q, st_debt, st_principal,
+                             st_order, st_kind, st_status, entry_sale, entry_adds, path_log_slot,
+                             path_log_loss, n_log)
                 if st_status[s] == _OPEN and before == _LIQUIDATING:
                     _refresh_guards(s, gmax_p, m_p, l_p, st_q, st_debt, st_cg, st_lg)
+            for k in range(n_pending):
+                e = pending[k] & _SLOT_MASK
+                _add_settlement(e, t, entry_asset[e], (pending[k] >> _SLOT_BITS) // _LOAN_CHUNK,
+                                entry_sale, entry_adds, acc_money, acc_counts, acc_sold,
+                                acc_step_money, acc_step_sold, record)
             n_pending = 0
             if not decide:
                 continue
@@ -641,9 +685,8 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
                 n_alive, n_act, n_fresh = _activate_down_to(
                     a, price[a], order_start, walk_p, c_ptr, collateral_p, debt_p, cg_p, lg_p,
                     is_active, alive, n_alive, act_list, n_act, fresh, n_fresh, True, st_status,
-                    st_q, st_debt, st_debt_step, st_principal, st_call, st_topup, st_order,
-                    st_kind, st_acted, st_acted_step, st_had_call, st_had_liq, st_loss, st_cg,
-                    st_lg)
+                    st_q, st_debt, st_debt_step, st_principal, st_call, st_topup, st_acted_step,
+                    st_had_call, st_had_liq, st_cg, st_lg)
             rescan = False
             for a in range(n_assets):
                 if price[a] < near_price[a]:
@@ -679,8 +722,8 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
                                     st_call, st_topup, st_order, st_kind, st_status, st_had_liq,
                                     acc_counts, i // _LOAN_CHUNK)
                     st_acted_step[s] = t
-                    pending[n_pending] = _pack(i, s)
-                    n_pending += 1
+                    n_pending = _push(pending, n_pending, s, loan_p, asset_p, st_order,
+                                      entry_slot, entry_asset, entry_order)
             _sort_prefix(pending, n_pending, sort_tmp, radix_counts, loan_bits)
         deepest = max(deepest, rounds)
         for a in range(n_assets):
@@ -710,8 +753,8 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
         n_alive, n_act, _ = _activate_down_to(
             a, previous_price[a], order_start, walk_p, c_ptr, collateral_p, debt_p, cg_p, lg_p,
             is_active, alive, n_alive, act_list, n_act, fresh, 0, False, st_status, st_q,
-            st_debt, st_debt_step, st_principal, st_call, st_topup, st_order, st_kind, st_acted,
-            st_acted_step, st_had_call, st_had_liq, st_loss, st_cg, st_lg)
+            st_debt, st_debt_step, st_principal, st_call, st_topup, st_acted_step, st_had_call,
+            st_had_liq, st_cg, st_lg)
     if full_horizon:
         for i in range(n_loans):
             a = asset_of[i]
@@ -757,19 +800,14 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
             part[a] += st_order[s]
     for b in range(n_assets):
         unsold[b] += part[b]
-    # Per-slot counts (integers: any order) and losses (logged for the merge in path
-    # order); slots released.
-    n_log = 0
+    # Per-slot counts (integers: any order); slots released. The losses are logged
+    # already, for the merge in path order.
     for k in range(n_act):
         s = act_list[k]
         calls_p[s] += st_had_call[s]
         liquidated_p[s] += st_had_liq[s]
-        if st_loss[s] != 0.0:
-            log_slot[log_row, n_log] = s
-            log_loss[log_row, n_log] = st_loss[s]
-            n_log += 1
         is_active[s] = 0
-    log_count[log_row] = n_log
+    log_count[log_row] = n_log[0]
     # The path's sums, chunk by chunk.
     for c in range(n_chunks):
         for k in range(path_money.shape[0]):
@@ -797,8 +835,8 @@ def _evaluate_paths(prices, asset_of, collateral_of, debt_of, growth_of, positio
                     path_offset, mode, close_factor, full_close_ltv, min_liquidation, max_sell,
                     depth, depth_move, sqrt_law, share, decay, max_rounds, bridge, variance,
                     full_horizon, permuted, walk, l_rank, l_walk, order_start, per_round, launch,
-                    worker_start, scratch, state, accumulators, schedule, path_money, path_counts,
-                    path_sold, step_sold, step_loss, step_fees, step_open_debt,
+                    worker_start, scratch, state, accumulators, schedule, entries, path_money,
+                    path_counts, path_sold, step_sold, step_loss, step_fees, step_open_debt,
                     step_collateral_value, path_rounds, path_drawdown, path_unsold, step_impact,
                     loss_p, calls_p, liquidated_p, log_slot, log_loss, log_count):
     """Paths in rounds of ``per_round`` consecutive paths: worker ``w`` runs its share of
@@ -811,6 +849,9 @@ def _evaluate_paths(prices, asset_of, collateral_of, debt_of, growth_of, positio
     c_ptr = np.zeros((n_workers, n_assets), dtype=np.int64)
     l_ptr = np.zeros((n_workers, n_assets), dtype=np.int64)
     radix_counts = np.zeros((n_workers, 1 << _RADIX_BITS), dtype=np.int64)
+    # The running path's count of logged losses (a cache line per worker: it is written
+    # as loans close).
+    n_log = np.zeros((n_workers, 8), dtype=np.int64)
     for r in range(worker_start.shape[0]):
         base = r * per_round
         n_rows = min(per_round, n_paths - base)
@@ -829,12 +870,13 @@ def _evaluate_paths(prices, asset_of, collateral_of, debt_of, growth_of, positio
                           per_asset[w], c_ptr[w], l_ptr[w], state[0][w], state[1][w], state[2][w],
                           state[3][w], state[4][w], state[5][w], state[6][w], state[7][w],
                           state[8][w], state[9][w], state[10][w], state[11][w], state[12][w],
-                          state[13][w], state[14][w], state[15][w], accumulators[0][w],
-                          accumulators[1][w], accumulators[2][w], accumulators[3][w],
-                          accumulators[4][w], schedule[w], path_money, path_counts, path_sold,
-                          step_sold, step_loss, step_fees, step_open_debt, step_collateral_value,
-                          path_rounds, path_drawdown, path_unsold, step_impact, calls_p[w],
-                          liquidated_p[w], log_slot, log_loss, jp - base, log_count)
+                          state[13][w], state[14][w], accumulators[0][w], accumulators[1][w],
+                          accumulators[2][w], accumulators[3][w], accumulators[4][w], schedule[w],
+                          entries[0][w], entries[1][w], entries[2][w], entries[3][w],
+                          entries[4][w], path_money, path_counts, path_sold, step_sold, step_loss,
+                          step_fees, step_open_debt, step_collateral_value, path_rounds,
+                          path_drawdown, path_unsold, step_impact, calls_p[w], liquidated_p[w],
+                          log_slot, log_loss, jp - base, log_count, n_log[w])
         # Losses in path order (a path's log row is its place in the round).
         for row in range(n_rows):
             for k in range(log_count[row]):
@@ -962,6 +1004,20 @@ def _launch_order(prices, walk, order_start, per_round, n_workers):
     return _share_rounds(work, per_round, n_workers)
 
 
+@njit(parallel=True, **_jit_no_nrt)
+def _gather_into(x, order, out):
+    """``out[k] = x[order[k]]``, ``k`` shared among the threads."""
+    for k in prange(order.shape[0]):
+        out[k] = x[order[k]]
+
+
+def _gather(x, order, n_threads):
+    """``x[order]`` (``x`` 1-D), gathered in parallel."""
+    out = np.empty(order.shape[0], dtype=x.dtype)
+    run_parallel(_gather_into, n_threads, np.ascontiguousarray(x), order, out)
+    return out
+
+
 def _as_float64(x):
     return np.require(x, np.float64, ("C", "W"))
 
@@ -1009,7 +1065,7 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
         l_rank = position[l_order]
     else:
         l_rank, l_walk = np.zeros(0, dtype=np.int64), np.zeros(0)
-    permuted = (c_order,) + tuple(np.ascontiguousarray(x[c_order]) for x in (
+    permuted = (c_order,) + tuple(_gather(x, c_order, n_workers) for x in (
         asset_of, collateral_of, debt_of, growth_of, m_of, l_of, loans[6], loans[7], loans[8],
         loans[9], gmax_of, cg_key, lg_key, key_of))
     full_horizon = bool((m_of > 1.0).any())
@@ -1038,7 +1094,6 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
         np.empty((w, n), dtype=np.int64),  # acted_step
         np.empty((w, n), dtype=np.int8),  # had_call
         np.empty((w, n), dtype=np.int8),  # had_liquidation
-        np.empty((w, n)),  # loss
         np.empty((w, n)),  # call guard
         np.empty((w, n)),  # liquidation guard
     )
@@ -1050,6 +1105,14 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
         np.zeros((w, n_chunks, steps, n_assets)),
     )
     schedule = np.empty((w, n if record else 0))
+    # A round's order entries, in the order they were made.
+    entries = (
+        np.empty((w, n), dtype=np.int64),  # slot
+        np.empty((w, n), dtype=np.int64),  # asset
+        np.empty((w, n)),  # order (units requested)
+        np.empty((w, n), dtype=np.int8),  # kind of sale
+        np.empty((w, n, _N_ADDS)),  # what the sale adds to the sums
+    )
     calls_p = np.zeros((w, n), dtype=np.int32)
     liquidated_p = np.zeros((w, n), dtype=np.int32)
     # Losses per slot, from the block's starting per-loan losses: the merge adds each
@@ -1070,8 +1133,8 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
                  f64(o.depth_move), i64(o.sqrt_law), f64(o.permanent), f64(o.decay),
                  int(o.max_rounds), bool(o.bridge), variance, full_horizon, permuted, walk, l_rank,
                  l_walk, order_start, rows, launch, worker_start, scratch, state, accumulators,
-                 schedule, *core[:8], out.path_rounds, out.path_drawdown, out.path_unsold,
-                 out.step_impact, loss_p, calls_p, liquidated_p, *logs)
+                 schedule, entries, *core[:8], out.path_rounds, out.path_drawdown,
+                 out.path_unsold, out.step_impact, loss_p, calls_p, liquidated_p, *logs)
     core.loan_loss[c_order] = loss_p
     core.loan_calls[c_order] += calls_p.sum(axis=0)
     core.loan_liquidated[c_order] += liquidated_p.sum(axis=0)
