@@ -1197,7 +1197,7 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef i64[::1] log_count = np.zeros(rows, dtype=np.int64)
     # Losses per slot, from the block's starting per-loan losses: the merge adds each
     # path's in path order, as the reference does per loan.
-    loss_p = _pad(core.loan_loss[c_order])
+    loss_p = _gather(core.loan_loss, c_order, n_workers)
     cdef double[::1] v_loss_p = loss_p
     # Within a round, paths start in descending order of estimated work (loans their
     # lowest price reaches), so that the dynamic schedule leaves no thread a long tail.
@@ -1321,6 +1321,7 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
         W.liquidated_p = &v_liquidated_p[q, 0]
 
     cdef i64 per_round = n_workers * per_worker
+    cdef Py_ssize_t slot
     cdef i64 base = 0
     cdef i64 row, kk, n_rows, jp
     with nogil:
@@ -1334,9 +1335,22 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
                 for kk in range(log_count[row]):
                     v_loss_p[log_slot[row, kk]] += log_loss[row, kk]
             base += per_round
-    core.loan_loss[c_order] = loss_p[:n_loans]
-    core.loan_calls[c_order] += calls_p[:, :n_loans].sum(axis=0)
-    core.loan_liquidated[c_order] += liquidated_p[:, :n_loans].sum(axis=0)
+    # Back to loan order: losses as merged; counts summed over workers (integers).
+    cdef double[::1] loan_loss = core.loan_loss
+    cdef i64[::1] loan_calls = core.loan_calls
+    cdef i64[::1] loan_liquidated = core.loan_liquidated
+    cdef i64 calls, liquidated
+    with nogil:
+        for slot in prange(n_loans, num_threads=n_workers, schedule="static"):
+            i = p_loan[slot]
+            loan_loss[i] = v_loss_p[slot]
+            calls = 0
+            liquidated = 0
+            for q in range(n_workers):
+                calls = calls + v_calls_p[q, slot]
+                liquidated = liquidated + v_liquidated_p[q, slot]
+            loan_calls[i] += calls
+            loan_liquidated[i] += liquidated
 
 
 def _launch_order(prices, walk, order_start, per_round):
