@@ -1011,6 +1011,22 @@ def _gather_into(x, order, out):
         out[k] = x[order[k]]
 
 
+@njit(parallel=True, **_jit_no_nrt)
+def _write_back(c_order, loss_p, calls_p, liquidated_p, loan_loss, loan_calls, loan_liquidated):
+    """Per-slot outputs back to loan order: losses as merged, counts summed over the
+    workers (integers, any order)."""
+    for s in prange(c_order.shape[0]):
+        i = c_order[s]
+        loan_loss[i] = loss_p[s]
+        calls = 0
+        liquidated = 0
+        for w in range(calls_p.shape[0]):
+            calls += calls_p[w, s]
+            liquidated += liquidated_p[w, s]
+        loan_calls[i] += calls
+        loan_liquidated[i] += liquidated
+
+
 def _gather(x, order, n_threads):
     """``x[order]`` (``x`` 1-D), gathered in parallel."""
     out = np.empty(order.shape[0], dtype=x.dtype)
@@ -1118,7 +1134,7 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     # Losses per slot, from the block's starting per-loan losses: the merge adds each
     # path's in path order, as the reference does per loan.
     core = out.core
-    loss_p = np.ascontiguousarray(core.loan_loss[c_order])
+    loss_p = _gather(core.loan_loss, c_order, n_workers)
     logs = (
         np.empty((rows, n), dtype=np.int32),
         np.empty((rows, n)),
@@ -1135,6 +1151,5 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
                  l_walk, order_start, rows, launch, worker_start, scratch, state, accumulators,
                  schedule, entries, *core[:8], out.path_rounds, out.path_drawdown,
                  out.path_unsold, out.step_impact, loss_p, calls_p, liquidated_p, *logs)
-    core.loan_loss[c_order] = loss_p
-    core.loan_calls[c_order] += calls_p.sum(axis=0)
-    core.loan_liquidated[c_order] += liquidated_p.sum(axis=0)
+    run_parallel(_write_back, n_workers, c_order, loss_p, calls_p, liquidated_p,
+                 core.loan_loss, core.loan_calls, core.loan_liquidated)
