@@ -99,7 +99,7 @@ cdef double GROWTH_SLACK = 1.0 + 1e-13
 cdef double NEAR_SHARE = 0.9
 
 #: Paths each worker runs between two merges of the per-loan outputs.
-PATHS_PER_WORKER = 4
+PATHS_PER_WORKER = 16
 
 
 cdef struct Shared:
@@ -796,10 +796,13 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
                     if W.st_lg[s] >= near_price[asset_p[s]]:
                         near[n_near] = s
                         n_near += 1
+            kept = 0
             for k in range(n_near):
                 s = near[k]
                 if st_status[s] != OPEN or W.st_acted_step[s] == t:
-                    continue
+                    continue  # done for this step: it leaves the list
+                near[kept] = s
+                kept += 1
                 a = asset_p[s]
                 if price[a] > W.st_lg[s]:
                     continue
@@ -811,6 +814,7 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
                                     i // LOAN_CHUNK)
                     W.st_acted_step[s] = t
                     n_pending = _push(S, W, n_pending, s)
+            n_near = kept
             _sort_prefix(pending, n_pending, W.sort_tmp, W.radix_counts, loan_bits)
         if rounds > deepest:
             deepest = rounds
@@ -960,9 +964,10 @@ cdef void _guard_order(const i64* asset_of, const double* guard, Py_ssize_t n,
     cdef i64 asset_bits = 1
     while (1 << asset_bits) < n_assets:
         asset_bits += 1
-    # Keys fit 31 bits: 23 bits of the guard (sign 0, exponent, 12 bits of mantissa),
-    # fewer with more than 256 assets.
-    cdef i64 key_bits = 31 - asset_bits if asset_bits > 8 else 23
+    # Keys fit 31 bits: 21 bits of the guard (sign 0, exponent, 10 bits of mantissa:
+    # buckets 0.1% wide), fewer with more than 1024 assets. With up to 2 assets the
+    # keys take 22 bits: two radix passes.
+    cdef i64 key_bits = 31 - asset_bits if asset_bits > 10 else 21
     cdef i64 shift = 63 - key_bits
     cdef i64 bucket_mask = (1 << key_bits) - 1
     for i in range(n):

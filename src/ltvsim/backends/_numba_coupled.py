@@ -706,10 +706,13 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
                     if st_lg[s] >= near_price[asset_p[s]]:
                         near[n_near] = s
                         n_near += 1
+            kept = 0
             for k in range(n_near):
                 s = near[k]
                 if st_status[s] != _OPEN or st_acted_step[s] == t:
-                    continue
+                    continue  # done for this step: it leaves the list
+                near[kept] = s
+                kept += 1
                 a = asset_p[s]
                 if price[a] > st_lg[s]:
                     continue
@@ -724,6 +727,7 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
                     st_acted_step[s] = t
                     n_pending = _push(pending, n_pending, s, loan_p, asset_p, st_order,
                                       entry_slot, entry_asset, entry_order)
+            n_near = kept
             _sort_prefix(pending, n_pending, sort_tmp, radix_counts, loan_bits)
         deepest = max(deepest, rounds)
         for a in range(n_assets):
@@ -927,9 +931,10 @@ def _guard_order(asset_of, guard_bits, n_assets, keys, tmp, counts, order, walk_
     asset_bits = 1
     while (1 << asset_bits) < n_assets:
         asset_bits += 1
-    # Keys fit 31 bits: 23 bits of the guard (sign 0, exponent, 12 bits of mantissa),
-    # fewer with more than 256 assets.
-    key_bits = 31 - asset_bits if asset_bits > 8 else 23
+    # Keys fit 31 bits: 21 bits of the guard (sign 0, exponent, 10 bits of mantissa:
+    # buckets 0.1% wide), fewer with more than 1024 assets. With up to 2 assets the
+    # keys take 22 bits: two radix passes.
+    key_bits = 31 - asset_bits if asset_bits > 10 else 21
     shift = 63 - key_bits
     bucket_mask = (1 << key_bits) - 1
     for i in range(n):
@@ -1044,7 +1049,7 @@ def _as_int64(x):
 
 #: Paths per worker in a round (the paths between two merges of the losses); a
 #: worker's share of a round is set by the estimated work, so it may run more or fewer.
-PATHS_PER_WORKER = 4
+PATHS_PER_WORKER = 16
 
 
 def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
