@@ -175,11 +175,11 @@ cdef struct Shared:
 
 cdef struct Worker:
     i8* is_active
-    i64* alive
-    i64* act_list
-    i64* near
+    i32* alive
+    i32* act_list
+    i32* near
     i64* pending
-    i64* fresh
+    i32* fresh
     i64* sort_tmp
     i64* radix_counts
     double* per_asset
@@ -188,14 +188,14 @@ cdef struct Worker:
     i8* st_status
     double* st_q
     double* st_debt
-    i64* st_debt_step
+    i32* st_debt_step
     double* st_principal
     i32* st_call
     i32* st_topup
     double* st_order
     i8* st_kind
     i8* st_acted
-    i64* st_acted_step
+    i32* st_acted_step
     i8* st_had_call
     i8* st_had_liq
     i32* log_slot            # this path's row of the loss log
@@ -210,8 +210,8 @@ cdef struct Worker:
     double* acc_step_sold    # [n_chunks, n_step_rows, n_assets]
     double* schedule         # [n_loans] (record only)
     # The round's order entries (in the order they were made).
-    i64* entry_slot
-    i64* entry_asset
+    i32* entry_slot
+    i32* entry_asset
     double* entry_order
     i8* entry_sale
     double* entry_adds       # [n_loans, N_ADDS]: what each sale adds to the sums
@@ -574,7 +574,7 @@ cdef inline void _activate(const Shared* S, Worker* W, i64 s, Py_ssize_t n_alive
 
 
 cdef inline Py_ssize_t _activate_down_to(const Shared* S, Worker* W, i64 a, double price,
-                                         Py_ssize_t* n_alive, Py_ssize_t* n_act, i64* fresh,
+                                         Py_ssize_t* n_alive, Py_ssize_t* n_act, i32* fresh,
                                          Py_ssize_t n_fresh) noexcept nogil:
     """Give a slot to each loan of asset ``a`` that ``price`` brings to its call guard,
     walking the guard order on from where the path's last walk stopped; list the new
@@ -623,10 +623,10 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
     cdef double* unsold = W.per_asset + 13 * n_assets
     cdef i64* c_ptr = W.c_ptr
     cdef i64* l_ptr = W.l_ptr
-    cdef i64* alive = W.alive
+    cdef i32* alive = W.alive
     cdef i64* pending = W.pending
-    cdef i64* near = W.near
-    cdef i64* fresh = W.fresh
+    cdef i32* near = W.near
+    cdef i32* fresh = W.fresh
     cdef i8* st_status = W.st_status
     cdef const i64* asset_p = S.asset_p
     cdef const double* cg_p = S.cg_p
@@ -1053,7 +1053,7 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     if n_steps >= 2**31 - 2:
         raise ValueError("the coupled kernel takes fewer than 2**31 - 2 steps")
     if n_loans >= 2**31:
-        raise ValueError("the sparse coupled kernel takes fewer than 2**31 loans")
+        raise ValueError("the coupled kernel takes fewer than 2**31 loans")
     cdef Py_ssize_t n_chunks = max(1, (n_loans + LOAN_CHUNK - 1) // LOAN_CHUNK)
     core = out.core
     cdef bint record = core.step_loss.shape[0] > 0
@@ -1156,11 +1156,11 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     w = n_workers
     n = n1 + 64
     cdef i8[:, ::1] is_active = np.zeros((w, n), dtype=np.int8)
-    cdef i64[:, ::1] alive = np.empty((w, n), dtype=np.int64)
-    cdef i64[:, ::1] act_list = np.empty((w, n), dtype=np.int64)
-    cdef i64[:, ::1] near = np.empty((w, n), dtype=np.int64)
+    cdef i32[:, ::1] alive = np.empty((w, n), dtype=np.int32)
+    cdef i32[:, ::1] act_list = np.empty((w, n), dtype=np.int32)
+    cdef i32[:, ::1] near = np.empty((w, n), dtype=np.int32)
     cdef i64[:, ::1] pending = np.empty((w, n), dtype=np.int64)
-    cdef i64[:, ::1] fresh = np.empty((w, n), dtype=np.int64)
+    cdef i32[:, ::1] fresh = np.empty((w, n), dtype=np.int32)
     cdef i64[:, ::1] sort_tmp = np.empty((w, n), dtype=np.int64)
     cdef i64[:, ::1] radix_counts = np.zeros((w, (1 << RADIX_BITS) + 8), dtype=np.int64)
     cdef double[:, ::1] per_asset = np.zeros((w, N_PER_ASSET * n_assets + 8))
@@ -1169,14 +1169,14 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef i8[:, ::1] st_status = np.empty((w, n), dtype=np.int8)
     cdef double[:, ::1] st_q = np.empty((w, n))
     cdef double[:, ::1] st_debt = np.empty((w, n))
-    cdef i64[:, ::1] st_debt_step = np.empty((w, n), dtype=np.int64)
+    cdef i32[:, ::1] st_debt_step = np.empty((w, n), dtype=np.int32)
     cdef double[:, ::1] st_principal = np.empty((w, n))
     cdef i32[:, ::1] st_call = np.empty((w, n), dtype=np.int32)
     cdef i32[:, ::1] st_topup = np.empty((w, n), dtype=np.int32)
     cdef double[:, ::1] st_order = np.empty((w, n))
     cdef i8[:, ::1] st_kind = np.empty((w, n), dtype=np.int8)
     cdef i8[:, ::1] st_acted = np.empty((w, n), dtype=np.int8)
-    cdef i64[:, ::1] st_acted_step = np.empty((w, n), dtype=np.int64)
+    cdef i32[:, ::1] st_acted_step = np.empty((w, n), dtype=np.int32)
     cdef i8[:, ::1] st_had_call = np.empty((w, n), dtype=np.int8)
     cdef i8[:, ::1] st_had_liq = np.empty((w, n), dtype=np.int8)
     cdef double[:, ::1] st_cg = np.empty((w, n))
@@ -1187,8 +1187,8 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef double[:, ::1] acc_step_money = np.zeros((w, n_chunks * N_STEP_MONEY * steps + 8))
     cdef double[:, ::1] acc_step_sold = np.zeros((w, n_chunks * steps * n_assets + 8))
     cdef double[:, ::1] schedule = np.empty((w, (n if record else 0) + 8))
-    cdef i64[:, ::1] entry_slot = np.empty((w, n), dtype=np.int64)
-    cdef i64[:, ::1] entry_asset = np.empty((w, n), dtype=np.int64)
+    cdef i32[:, ::1] entry_slot = np.empty((w, n), dtype=np.int32)
+    cdef i32[:, ::1] entry_asset = np.empty((w, n), dtype=np.int32)
     cdef double[:, ::1] entry_order = np.empty((w, n))
     cdef i8[:, ::1] entry_sale = np.empty((w, n), dtype=np.int8)
     cdef double[:, ::1] entry_adds = np.empty((w, n * N_ADDS))

@@ -1059,6 +1059,11 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     n_assets, n_steps_1, n_paths = prices.shape
     n_steps = n_steps_1 - 1
     n_loans = loans.debt.shape[0]
+    # Slots, steps and order entries are kept in 32 bits (and packed in sort keys).
+    if n_steps >= 2**31 - 2:
+        raise ValueError("the coupled kernel takes fewer than 2**31 - 2 steps")
+    if n_loans >= 2**31:
+        raise ValueError("the coupled kernel takes fewer than 2**31 loans")
     n_chunks = max(1, -(-n_loans // _LOAN_CHUNK))
     record = out.core.step_loss.shape[0] > 0
     steps = n_steps_1 if record else 0
@@ -1094,25 +1099,25 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     rows = n_workers * per_worker
     scratch = (
         np.zeros((w, n), dtype=np.int8),  # is_active
-        np.empty((w, n), dtype=np.int64),  # alive
-        np.empty((w, n), dtype=np.int64),  # act_list
-        np.empty((w, n), dtype=np.int64),  # near
+        np.empty((w, n), dtype=np.int32),  # alive
+        np.empty((w, n), dtype=np.int32),  # act_list
+        np.empty((w, n), dtype=np.int32),  # near
         np.empty((w, n), dtype=np.int64),  # pending
-        np.empty((w, n), dtype=np.int64),  # fresh
+        np.empty((w, n), dtype=np.int32),  # fresh
         np.empty((w, n), dtype=np.int64),  # sort_tmp
     )
     state = (
         np.empty((w, n), dtype=np.int8),  # status
         np.empty((w, n)),  # q
         np.empty((w, n)),  # debt
-        np.empty((w, n), dtype=np.int64),  # debt_step
+        np.empty((w, n), dtype=np.int32),  # debt_step
         np.empty((w, n)),  # principal
         np.empty((w, n), dtype=np.int32),  # call_start
         np.empty((w, n), dtype=np.int32),  # topup_due
         np.empty((w, n)),  # order
         np.empty((w, n), dtype=np.int8),  # order kind
         np.empty((w, n), dtype=np.int8),  # acted (a top-up)
-        np.empty((w, n), dtype=np.int64),  # acted_step
+        np.empty((w, n), dtype=np.int32),  # acted_step
         np.empty((w, n), dtype=np.int8),  # had_call
         np.empty((w, n), dtype=np.int8),  # had_liquidation
         np.empty((w, n)),  # call guard
@@ -1128,8 +1133,8 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     schedule = np.empty((w, n if record else 0))
     # A round's order entries, in the order they were made.
     entries = (
-        np.empty((w, n), dtype=np.int64),  # slot
-        np.empty((w, n), dtype=np.int64),  # asset
+        np.empty((w, n), dtype=np.int32),  # slot
+        np.empty((w, n), dtype=np.int32),  # asset
         np.empty((w, n)),  # order (units requested)
         np.empty((w, n), dtype=np.int8),  # kind of sale
         np.empty((w, n, _N_ADDS)),  # what the sale adds to the sums
