@@ -7,9 +7,11 @@ and why): the same float expressions in the
 same order and the same summation orders, so the results are those of the naive
 reference ``tests/naive_coupled.py`` to the last bit.
 
-Workers (OpenMP threads, ``prange`` over workers) each run ``paths_per_worker``
-consecutive paths of a round with their own scratch rows; after each round the per-loan
-outputs are merged serially in path order, so no bit depends on the thread count.
+Paths go in rounds of ``n_workers x paths_per_worker``: an OpenMP ``prange`` over the
+round's paths, heaviest first on a dynamic schedule, each run by one thread with its own
+scratch. Margin-call and liquidation counts are kept per slot per thread (integers); a
+round's losses are logged per path and merged serially in path order after the round,
+so no bit depends on the thread count or on which thread ran a path.
 
 Built with ``-ffp-contract=off`` (no fused multiply-add); ``exp``, ``expm1``, ``log`` and
 ``sqrt`` are libm's.
@@ -98,7 +100,8 @@ cdef double GROWTH_SLACK = 1.0 + 1e-13
 #: step's opening price) while the price stays above that share; else every live slot.
 cdef double NEAR_SHARE = 0.9
 
-#: Paths each worker runs between two merges of the per-loan outputs.
+#: Paths per worker in a round (the paths between two merges of the losses; a thread
+#: takes the round's next path when it is free, so it may run more or fewer).
 PATHS_PER_WORKER = 16
 
 

@@ -20,8 +20,9 @@ Design:
 * Sweep 1 visits the live slots: a slot with no call, no order and its price above its
   call guard is skipped (its debt accrues lazily, by the same repeated multiplications);
   the others run the reference's rules. Sweeps k >= 2 visit the "near" slots (their
-  liquidation guard within ``_NEAR_SHARE`` of the opening price) unless the price fell
-  below that share, when every live slot is scanned.
+  liquidation guard within ``_NEAR_SHARE`` of the opening price; a slot leaves the list
+  once it is done for the step) unless the price fell below that share, when every
+  live slot is scanned.
 * Orders of a round are its "entries", numbered as they are made (near slot order),
   with keys ``loan << 32 | entry`` sorted (radix), so that the round's requested units
   are added per chunk of ``LOAN_CHUNK`` loans in loan order, then chunk by chunk. A
