@@ -955,15 +955,21 @@ cdef inline double _bucket_top(double guard, i64 shift) noexcept nogil:
     return top
 
 
+cdef inline u64 _bits(double x) noexcept nogil:
+    """The float64 bits of ``x``."""
+    cdef u64 bits
+    memcpy(&bits, &x, 8)
+    return bits
+
+
 cdef void _guard_order(const i64* asset_of, const double* guard, Py_ssize_t n,
                        Py_ssize_t n_assets, i64* keys, i64* tmp, i64* counts, i64* order,
-                       double* walk) noexcept nogil:
+                       double* walk, int n_threads) noexcept nogil:
     """Loans grouped by asset, each group by descending guard bucket (loan index within
     a bucket): a stable radix sort of keys ``asset, bucket, loan``. ``walk`` gets each
     loan's bucket top, non-increasing within an asset, so that walking the order while
     ``walk >= price`` reaches every loan whose guard ``price`` reaches."""
     cdef Py_ssize_t i
-    cdef u64 bits
     cdef i64 asset_bits = 1
     while (1 << asset_bits) < n_assets:
         asset_bits += 1
@@ -973,17 +979,16 @@ cdef void _guard_order(const i64* asset_of, const double* guard, Py_ssize_t n,
     cdef i64 key_bits = 31 - asset_bits if asset_bits > 10 else 21
     cdef i64 shift = 63 - key_bits
     cdef i64 bucket_mask = (1 << key_bits) - 1
-    for i in range(n):
-        memcpy(&bits, &guard[i], 8)
-        # Guards are positive (or +inf), so their bits order them; descending buckets.
-        keys[i] = _pack((asset_of[i] << key_bits) | (bucket_mask - <i64>(bits >> shift)), i)
+    # Guards are positive (or +inf), so their bits order them; descending buckets.
+    for i in prange(n, num_threads=n_threads, schedule="static"):
+        keys[i] = _pack((asset_of[i] << key_bits) | (bucket_mask - <i64>(_bits(guard[i]) >> shift)), i)
     _sort_prefix(keys, n, tmp, counts, key_bits + asset_bits)
-    for i in range(n):
+    for i in prange(n, num_threads=n_threads, schedule="static"):
         order[i] = keys[i] & SLOT_MASK
         walk[i] = _bucket_top(guard[order[i]], shift)
 
 
-def _activation_order(asset_of, guard, Py_ssize_t n_assets):
+def _activation_order(asset_of, guard, Py_ssize_t n_assets, int n_threads=1):
     """``_guard_order`` of a book: (order, walk keys)."""
     cdef Py_ssize_t n = asset_of.shape[0]
     order = np.empty(n + 1, dtype=np.int64)
@@ -997,7 +1002,7 @@ def _activation_order(asset_of, guard, Py_ssize_t n_assets):
     cdef double[::1] v_walk = walk
     with nogil:
         _guard_order(&v_asset[0], &v_guard[0], n, n_assets, &v_keys[0], &v_tmp[0],
-                     &v_counts[0], &v_order[0], &v_walk[0])
+                     &v_counts[0], &v_order[0], &v_walk[0], n_threads)
     return order[:n], walk[:n]
 
 
@@ -1027,9 +1032,22 @@ def _gather(x, order, int n_threads):
     return out
 
 
+def _inverse(order, int n_threads):
+    """The inverse permutation of ``order`` (where each loan sits in it)."""
+    inverse = np.empty(order.shape[0], dtype=np.int64)
+    cdef const i64[::1] v_order = order
+    cdef i64[::1] v_inverse = inverse
+    cdef Py_ssize_t k, n = order.shape[0]
+    with nogil:
+        for k in prange(n, num_threads=n_threads, schedule="static"):
+            v_inverse[v_order[k]] = k
+    return inverse
+
+
 def _pad(x):
-    """``x`` (1-D) and one spare zero, so that even an empty array has an element."""
-    return np.concatenate([x, np.zeros(1, dtype=x.dtype)])
+    """``x`` itself, or one zero if it is empty (a memoryview's first element must
+    exist; kernels never read past ``n_loans``)."""
+    return x if x.shape[0] else np.zeros(1, dtype=x.dtype)
 
 
 def _f64(x):
@@ -1098,11 +1116,10 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     # Per asset, loans by descending call guard: activation walks them as prices fall.
     order_start = np.zeros(n_assets + 1, dtype=np.int64)
     order_start[1:] = np.cumsum(np.bincount(asset_of, minlength=n_assets))
-    c_order, walk = _activation_order(asset_of, cg_key, n_assets)
-    position = np.empty(n_loans, dtype=np.int64)
-    position[c_order] = np.arange(n_loans)
+    c_order, walk = _activation_order(asset_of, cg_key, n_assets, n_workers)
+    position = _inverse(c_order, n_workers)
     if o.bridge:
-        l_order, l_walk = _activation_order(asset_of, lg_key, n_assets)
+        l_order, l_walk = _activation_order(asset_of, lg_key, n_assets, n_workers)
         l_rank = position[l_order]
     else:
         l_rank, l_walk = np.zeros(0, dtype=np.int64), np.zeros(0)
