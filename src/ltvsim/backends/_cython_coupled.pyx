@@ -138,15 +138,15 @@ cdef struct Shared:
     const double* variance   # [n_assets, n_steps + 1, n_paths] (bridge only)
     bint full_horizon
     # Loan terms in activation order (slot s).
-    const i64* loan_p
-    const i64* asset_p
+    const i32* loan_p
+    const short* asset_p
     const double* collateral_p
     const double* debt_p
     const double* growth_p
     const double* m_p
     const double* l_p
     const double* tau_p
-    const i64* cure_p
+    const i32* cure_p
     const double* fee_p
     const double* topup_p
     const double* gmax_p
@@ -631,7 +631,7 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
     cdef i32* near = W.near
     cdef i32* fresh = W.fresh
     cdef i8* st_status = W.st_status
-    cdef const i64* asset_p = S.asset_p
+    cdef const short* asset_p = S.asset_p
     cdef const double* cg_p = S.cg_p
     cdef const double* lg_p = S.lg_p
     cdef const double* prices = S.prices
@@ -1129,15 +1129,16 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
         loans[9], gmax_of, cg_key, lg_key, key_of]]
     cdef bint full_horizon = bool((m_of > 1.0).any())
 
-    cdef const i64[::1] p_loan = permuted[0]
-    cdef const i64[::1] p_asset = permuted[1]
+    cdef const i32[::1] p_loan = _pad(permuted[0].astype(np.int32))
+    cdef const short[::1] p_asset = permuted[1].astype(np.int16)
     cdef const double[::1] p_coll = permuted[2]
     cdef const double[::1] p_debt = permuted[3]
     cdef const double[::1] p_growth = permuted[4]
     cdef const double[::1] p_m = permuted[5]
     cdef const double[::1] p_l = permuted[6]
     cdef const double[::1] p_tau = permuted[7]
-    cdef const i64[::1] p_cure = permuted[8]
+    # Steps since a call stay below 2**31 - 2, so clipping a cure period changes nothing.
+    cdef const i32[::1] p_cure = np.clip(permuted[8], -1, 2**31 - 1).astype(np.int32)
     cdef const double[::1] p_fee = permuted[9]
     cdef const double[::1] p_topup = permuted[10]
     cdef const double[::1] p_gmax = permuted[11]
