@@ -314,3 +314,19 @@ def test_bad_volatility_is_refused():
         ltvsim.PricePaths(prices, dt=1.0, volatility=vol)
     with pytest.raises(ValueError, match="volatility must be a number, one per asset"):
         ltvsim.PricePaths(prices, dt=1.0, volatility=[0.5, 0.6])
+
+
+def test_asset_indices_past_sixteen_bits(backend):
+    # The last of 32,769 assets crashes to 60 and its loan is liquidated at the impacted
+    # price; asset 0 (same crash) the same way. Both loans lose the same amount.
+    n_assets = 2**15 + 1
+    prices = np.full((1, 3, n_assets), 100.0)
+    prices[0, 2, :] = 60.0
+    paths = ltvsim.PricePaths(prices, dt=1 / 365)
+    book = ltvsim.LoanBook(asset=[n_assets - 1, 0], collateral=[1.0, 1.0], debt=[60.0, 60.0], rate=0.0,
+                           margin_call_ltv=0.75, liquidation_ltv=0.85, target_ltv=0.6, cure_steps=1,
+                           fee=0.02, topup_prob=0.0)
+    result = ltvsim.simulate(book, paths, backend=backend, impact=MarketImpact(depth=1000.0), seed=0)
+    assert result.loan_liquidated.tolist() == [1, 1]
+    assert result.loan_loss[0] == result.loan_loss[1] > 0.0
+    assert result.path_loss[0] == result.loan_loss.sum()

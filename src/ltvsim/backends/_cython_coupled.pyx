@@ -139,7 +139,7 @@ cdef struct Shared:
     bint full_horizon
     # Loan terms in activation order (slot s).
     const i32* loan_p
-    const short* asset_p
+    const i32* asset_p
     const double* collateral_p
     const double* debt_p
     const double* growth_p
@@ -270,7 +270,8 @@ cdef inline double slippage_factor(double delta, i64 sqrt_law) noexcept nogil:
 
 
 cdef inline i64 _pack(i64 i, i64 s) noexcept nogil:
-    """A pending order's key: sorting keys sorts by loan index; the slot rides along."""
+    """A sort key: sorting keys sorts by ``i`` (a loan index); ``s`` (a slot or an
+    order entry) rides along."""
     return (i << SLOT_BITS) | s
 
 
@@ -631,7 +632,7 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
     cdef i32* near = W.near
     cdef i32* fresh = W.fresh
     cdef i8* st_status = W.st_status
-    cdef const short* asset_p = S.asset_p
+    cdef const i32* asset_p = S.asset_p
     cdef const double* cg_p = S.cg_p
     cdef const double* lg_p = S.lg_p
     cdef const double* prices = S.prices
@@ -1130,7 +1131,7 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef bint full_horizon = bool((m_of > 1.0).any())
 
     cdef const i32[::1] p_loan = _pad(permuted[0].astype(np.int32))
-    cdef const short[::1] p_asset = permuted[1].astype(np.int16)
+    cdef const i32[::1] p_asset = permuted[1].astype(np.int32)
     cdef const double[::1] p_coll = permuted[2]
     cdef const double[::1] p_debt = permuted[3]
     cdef const double[::1] p_growth = permuted[4]
@@ -1361,7 +1362,8 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
                 for kk in range(log_count[row]):
                     v_loss_p[log_slot[row, kk]] += log_loss[row, kk]
             base += per_round
-    # Back to loan order: losses as merged; counts summed over workers (integers).
+    # Back to loan order: losses as merged (they started from the block's own, and blocks
+    # run one after another); counts summed over workers (integers).
     cdef double[::1] loan_loss = core.loan_loss
     cdef i64[::1] loan_calls = core.loan_calls
     cdef i64[::1] loan_liquidated = core.loan_liquidated

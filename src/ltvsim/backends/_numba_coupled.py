@@ -23,7 +23,8 @@ Design:
   liquidation guard within ``_NEAR_SHARE`` of the opening price; a slot leaves the list
   once it is done for the step) unless the price fell below that share, when every
   live slot is scanned.
-* Orders of a round are its "entries", numbered as they are made (near slot order),
+* Orders of a round are its "entries", numbered as they are made (in the order the
+  sweeps list the slots, which is near slot order),
   with keys ``loan << 32 | entry`` sorted (radix), so that the round's requested units
   are added per chunk of ``LOAN_CHUNK`` loans in loan order, then chunk by chunk. A
   round settles in two phases: each slot's sale in entry order (memory read in order),
@@ -1019,8 +1020,9 @@ def _gather_into(x, order, out):
 
 @njit(parallel=True, **_jit_no_nrt)
 def _write_back(c_order, loss_p, calls_p, liquidated_p, loan_loss, loan_calls, loan_liquidated):
-    """Per-slot outputs back to loan order: losses as merged, counts summed over the
-    workers (integers, any order)."""
+    """Per-slot outputs back to loan order: losses as merged (they started from the
+    block's own, and blocks run one after another), counts summed over the workers
+    (integers, any order)."""
     for s in prange(c_order.shape[0]):
         i = c_order[s]
         loan_loss[i] = loss_p[s]
