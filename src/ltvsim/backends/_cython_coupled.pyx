@@ -633,8 +633,6 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
     cdef i32* fresh = W.fresh
     cdef i8* st_status = W.st_status
     cdef const i32* asset_p = S.asset_p
-    cdef const double* cg_p = S.cg_p
-    cdef const double* lg_p = S.lg_p
     cdef const double* prices = S.prices
     cdef const double* variance = S.variance
     cdef Py_ssize_t n_alive = 0, n_act = 0, n_pending, n_near, n_fresh, kept, n_short
@@ -997,8 +995,8 @@ def _activation_order(asset_of, guard, Py_ssize_t n_assets, int n_threads=1):
     keys = np.empty(n + 1, dtype=np.int64)
     tmp = np.empty(n + 1, dtype=np.int64)
     counts = np.zeros((1 << RADIX_BITS) + 8, dtype=np.int64)
-    cdef const i64[::1] v_asset = _pad(asset_of)
-    cdef const double[::1] v_guard = _pad(guard)
+    cdef const i64[::1] v_asset = _nonempty(asset_of)
+    cdef const double[::1] v_guard = _nonempty(guard)
     cdef i64[::1] v_keys = keys, v_tmp = tmp, v_counts = counts, v_order = order
     cdef double[::1] v_walk = walk
     with nogil:
@@ -1008,7 +1006,8 @@ def _activation_order(asset_of, guard, Py_ssize_t n_assets, int n_threads=1):
 
 
 def _gather(x, order, int n_threads):
-    """``x[order]`` and one spare zero (``_pad``), gathered in parallel."""
+    """``x[order]`` and one spare zero (so an empty book still has an element),
+    gathered in parallel."""
     out = np.zeros(order.shape[0] + 1, dtype=x.dtype)
     cdef Py_ssize_t n = order.shape[0], k
     cdef const i64[::1] v_order = order
@@ -1045,7 +1044,7 @@ def _inverse(order, int n_threads):
     return inverse
 
 
-def _pad(x):
+def _nonempty(x):
     """``x`` itself, or one zero if it is empty (a memoryview's first element must
     exist; kernels never read past ``n_loans``)."""
     return x if x.shape[0] else np.zeros(1, dtype=x.dtype)
@@ -1125,12 +1124,12 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     else:
         l_rank, l_walk = np.zeros(0, dtype=np.int64), np.zeros(0)
     # The loan arrays in activation order, each with one spare element (empty books).
-    permuted = [_pad(c_order)] + [_gather(x, c_order, n_workers) for x in [
+    permuted = [_nonempty(c_order)] + [_gather(x, c_order, n_workers) for x in [
         asset_of, collateral_of, debt_of, growth_of, m_of, l_of, loans[6], loans[7], loans[8],
         loans[9], gmax_of, cg_key, lg_key, key_of]]
     cdef bint full_horizon = bool((m_of > 1.0).any())
 
-    cdef const i32[::1] p_loan = _pad(permuted[0].astype(np.int32))
+    cdef const i32[::1] p_loan = permuted[0].astype(np.int32)
     cdef const i32[::1] p_asset = permuted[1].astype(np.int32)
     cdef const double[::1] p_coll = permuted[2]
     cdef const double[::1] p_debt = permuted[3]
@@ -1146,13 +1145,13 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef const double[::1] p_cg = permuted[12]
     cdef const double[::1] p_lg = permuted[13]
     cdef const u64[::1] p_key = permuted[14]
-    cdef const i64[::1] v_l_rank = _pad(l_rank)
-    cdef const double[::1] v_walk = _pad(walk)
-    cdef const double[::1] v_l_walk = _pad(l_walk)
+    cdef const i64[::1] v_l_rank = _nonempty(l_rank)
+    cdef const double[::1] v_walk = _nonempty(walk)
+    cdef const double[::1] v_l_walk = _nonempty(l_walk)
     cdef const i64[::1] v_order_start = order_start
-    cdef const i64[::1] v_asset_of = _pad(asset_of)
-    cdef const i64[::1] v_position = _pad(position)
-    cdef const double[::1] v_debt_horizon = _pad(debt_horizon)
+    cdef const i64[::1] v_asset_of = _nonempty(asset_of)
+    cdef const i64[::1] v_position = _nonempty(position)
+    cdef const double[::1] v_debt_horizon = _nonempty(debt_horizon)
     cdef const double[:, :, ::1] variance_view = variance
     cdef const double[::1] cap = _f64(o.max_sell)
     cdef const double[::1] depth = _f64(o.depth)
