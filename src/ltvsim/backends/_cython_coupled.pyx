@@ -68,8 +68,14 @@ cdef enum:
     SALE_CLOSED_WITH_LOSS = 1
     SALE_CLOSED = 2
     SALE_PART = 3
+    # Loans per chunk of the sums: a compile-time constant, so dividing by it is a shift.
+    LOAN_CHUNK = 2048
+    NO_ACTION = 0
+    LIQUIDATED = 1
+    TOPPED_UP = 2
 
 assert (LOSS, FEES, INTEREST, PRINCIPAL, RESIDUAL, PROCEEDS, DEBT_CLOSED, UNREALISED) == tuple(range(cfg.N_MONEY))
+assert LOAN_CHUNK == cfg.LOAN_CHUNK, "the coupled kernel's LOAN_CHUNK must be _config's"
 assert N_MONEY == cfg.N_MONEY and N_COUNTS == cfg.N_COUNTS and N_STEP_MONEY == cfg.N_STEP_MONEY
 assert (CALLS, LIQUIDATIONS, FULL_LIQUIDATIONS, TOPUPS) == (cfg.CALLS, cfg.LIQUIDATIONS, cfg.FULL_LIQUIDATIONS, cfg.TOPUPS)
 assert (STEP_LOSS, STEP_FEES, STEP_OPEN_DEBT, STEP_COLLATERAL_VALUE) == (
@@ -78,7 +84,6 @@ assert (OPEN, LIQUIDATING, CLOSED) == (_ca.COUPLED_OPEN, _ca.COUPLED_LIQUIDATING
 assert (ORDER_FULL, ORDER_PART) == (_ca.ORDER_FULL, _ca.ORDER_PART)
 assert (MODE_FULL, MODE_PARTIAL, MODE_CLOSE_FACTOR) == (_ca.MODE_FULL, _ca.MODE_PARTIAL, _ca.MODE_CLOSE_FACTOR)
 
-cdef i64 LOAN_CHUNK = cfg.LOAN_CHUNK
 cdef double MARGIN = cfg.GUARD_MARGIN
 cdef double TINY = cfg.GUARD_TINY
 cdef double HUGE = cfg.GUARD_HUGE
@@ -122,6 +127,7 @@ cdef struct Shared:
     const double* growth_of
     const i64* position
     const double* debt_horizon
+    u64 seed_key
     i64 path_offset
     int mode
     double close_factor
@@ -145,14 +151,13 @@ cdef struct Shared:
     const double* growth_p
     const double* m_p
     const double* l_p
+    const double* gmax_p
     const double* tau_p
     const i32* cure_p
     const double* fee_p
     const double* topup_p
-    const double* gmax_p
     const double* cg_p
     const double* lg_p
-    const u64* key_p
     const double* walk_p     # call guards rounded up to their bucket (the walk's key)
     const i64* l_rank
     const double* l_walk     # liquidation guards rounded up, in ``l_rank`` order
@@ -183,6 +188,7 @@ cdef struct Worker:
     i32* near
     i64* pending
     i32* fresh
+    i32* due
     i64* sort_tmp
     i64* radix_counts
     double* per_asset
@@ -197,7 +203,6 @@ cdef struct Worker:
     i32* st_topup
     double* st_order
     i8* st_kind
-    i8* st_acted
     i32* st_acted_step
     i8* st_had_call
     i8* st_had_liq
@@ -239,6 +244,16 @@ cdef inline double _bridge_uniform(u64 loan_key, i64 path, i64 step) noexcept no
     """The crossing draw in (0, 1), never 0; see ``ltvsim._rng.bridge_uniform``."""
     cdef u64 h = _mix64(_mix64(loan_key ^ <u64>path) ^ (<u64>step | BRIDGE_STEP_BIT))
     return <double>((h >> 11) | 1) * TO_UNIT
+
+
+cdef inline i64 _chunk(const Shared* S, i64 s) noexcept nogil:
+    """The loan chunk of slot ``s``'s loan (its sums' row)."""
+    return S.loan_p[s] // LOAN_CHUNK
+
+
+cdef inline u64 _loan_key(const Shared* S, i64 s) noexcept nogil:
+    """The draw key of slot ``s``'s loan (``_numba_coupled._loan_key``)."""
+    return _mix64(S.seed_key ^ <u64>S.loan_p[s])
 
 
 cdef inline double _trigger_price(double debt, double collateral, double level) noexcept nogil:
@@ -303,28 +318,26 @@ cdef inline void _slot_liquidate(const Shared* S, Worker* W, i64 s, double ltv, 
     W.st_status[s] = LIQUIDATING
 
 
-cdef inline bint _slot_round_one(const Shared* S, Worker* W, i64 s, i64 t, i64 path, double price,
-                                 double previous_price, double variance, i64 c) noexcept nogil:
+cdef inline int _slot_round_one(const Shared* S, Worker* W, i64 s, i64 t, i64 path, double price,
+                                double previous_price, double variance) noexcept nogil:
     """The core rules of one open loan-path at the step's opening price (reference
-    ``_round_one``); True if it liquidates."""
+    ``_round_one``): ``LIQUIDATED``, ``TOPPED_UP`` or ``NO_ACTION``. Terms only some
+    outcomes need are read in those branches (each is one more cache line)."""
     cdef double m = S.m_p[s]
     cdef double l = S.l_p[s]
-    cdef double tau = S.tau_p[s]
-    cdef i64 cure = S.cure_p[s]
-    cdef u64 loan_key = S.key_p[s]
     cdef double q = W.st_q[s]
     cdef double debt = W.st_debt[s]
     cdef double ltv = debt / (q * price)
     cdef double previous_ltv, level, a, probability
+    cdef i64 cure
     cdef bint liquidate
     if W.st_topup[s] == t:
         W.st_topup[s] = -1
         if ltv >= m:
-            W.st_q[s] = debt / (tau * price)
+            W.st_q[s] = debt / (S.tau_p[s] * price)
             W.st_call[s] = -1
-            W.acc_counts[c * N_COUNTS + TOPUPS] += 1
-            W.st_acted[s] = 1
-            return False
+            W.acc_counts[_chunk(S, s) * N_COUNTS + TOPUPS] += 1
+            return TOPPED_UP
     liquidate = False
     if S.bridge and t >= 1 and ltv < l:
         previous_ltv = debt / (q * previous_price)
@@ -332,7 +345,7 @@ cdef inline bint _slot_round_one(const Shared* S, Worker* W, i64 s, i64 t, i64 p
             level = debt / (q * l)
             a = log(previous_price / level) * log(price / level)
             probability = exp(-2.0 * a / variance)
-            liquidate = _bridge_uniform(loan_key, path, t) < probability
+            liquidate = _bridge_uniform(_loan_key(S, s), path, t) < probability
     if liquidate:
         pass
     elif ltv >= l:
@@ -341,17 +354,20 @@ cdef inline bint _slot_round_one(const Shared* S, Worker* W, i64 s, i64 t, i64 p
         if W.st_call[s] < 0:
             W.st_call[s] = <i32>t
             W.st_had_call[s] = 1
-            W.acc_counts[c * N_COUNTS + CALLS] += 1
-            if _uniform(loan_key, path, t) < S.topup_p[s]:
-                W.st_topup[s] = <i32>(t + 1)
-        elif cure >= 1 and t - W.st_call[s] >= cure:
-            liquidate = True
+            W.acc_counts[_chunk(S, s) * N_COUNTS + CALLS] += 1
+            # Without a branch: the draw is a coin flip no predictor can learn.
+            W.st_topup[s] = <i32>(t + 1) if _uniform(_loan_key(S, s), path, t) < S.topup_p[s] else -1
+        else:
+            cure = S.cure_p[s]
+            if cure >= 1 and t - W.st_call[s] >= cure:
+                liquidate = True
     else:
         W.st_call[s] = -1
         W.st_topup[s] = -1
     if liquidate:
-        _slot_liquidate(S, W, s, ltv, price, tau, S.fee_p[s], l, c)
-    return liquidate
+        _slot_liquidate(S, W, s, ltv, price, S.tau_p[s], S.fee_p[s], l, _chunk(S, s))
+        return LIQUIDATED
+    return NO_ACTION
 
 
 cdef inline void _slot_settle(const Shared* S, Worker* W, i64 s, double fill, double execution,
@@ -631,14 +647,16 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
     cdef i64* pending = W.pending
     cdef i32* near = W.near
     cdef i32* fresh = W.fresh
+    cdef i32* due = W.due
     cdef i8* st_status = W.st_status
     cdef const i32* asset_p = S.asset_p
     cdef const double* prices = S.prices
     cdef const double* variance = S.variance
-    cdef Py_ssize_t n_alive = 0, n_act = 0, n_pending, n_near, n_fresh, kept, n_short
+    cdef Py_ssize_t n_alive = 0, n_act = 0, n_pending, n_near, n_fresh, kept, n_short, n_due
     cdef Py_ssize_t k, b, tt
     cdef i64 t, a, s, i, c, e, stop, chunk, deepest = 0, rounds, round_number, status
     cdef bint crossings, has_orders, decide, rescan
+    cdef int outcome
     cdef double raw, room, filled, ratio, delta, factor, ltv, v, shortfall, p
 
     W.log_slot = S.log_slot + log_row * n_loans
@@ -690,6 +708,7 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
         n_pending = 0
         n_near = 0
         kept = 0
+        n_due = 0
         for k in range(n_alive):
             s = alive[k]
             status = st_status[s]
@@ -698,25 +717,31 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
             alive[kept] = s
             kept += 1
             a = asset_p[s]
-            if status == LIQUIDATING:
-                _catch_up(S, W, s, t)
-                W.st_acted_step[s] = t
-                n_pending = _push(S, W, n_pending, s)
-                continue
-            if W.st_call[s] < 0 and W.st_topup[s] < 0 and price[a] > W.st_cg[s]:
+            if status == OPEN and W.st_call[s] < 0 and W.st_topup[s] < 0 and price[a] > W.st_cg[s]:
                 if not crossings or low[a] > W.st_lg[s] * reach[a]:
                     if W.st_lg[s] >= near_price[a]:
                         near[n_near] = s
                         n_near += 1
                     continue
-            _catch_up(S, W, s, t)
-            W.st_acted[s] = 0
-            i = S.loan_p[s]
-            v = variance[(a * n_t + t) * n_paths + jp] if bridge else 0.0
-            if _slot_round_one(S, W, s, t, path, price[a], previous_price[a], v, i // LOAN_CHUNK):
+            due[n_due] = s
+            n_due += 1
+        # Debts first, in a loop of their own: the chains of multiplications of
+        # different slots then overlap instead of each stalling the rules.
+        for k in range(n_due):
+            _catch_up(S, W, due[k], t)
+        for k in range(n_due):
+            s = due[k]
+            a = asset_p[s]
+            if st_status[s] == LIQUIDATING:
                 W.st_acted_step[s] = t
                 n_pending = _push(S, W, n_pending, s)
-            elif W.st_acted[s]:  # a top-up: more collateral, lower guards
+                continue
+            v = variance[(a * n_t + t) * n_paths + jp] if bridge else 0.0
+            outcome = _slot_round_one(S, W, s, t, path, price[a], previous_price[a], v)
+            if outcome == LIQUIDATED:
+                W.st_acted_step[s] = t
+                n_pending = _push(S, W, n_pending, s)
+            elif outcome == TOPPED_UP:  # more collateral, lower guards
                 W.st_acted_step[s] = t
                 _refresh_guards(S, W, s)
             elif W.st_lg[s] >= near_price[a]:
@@ -856,9 +881,14 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
             else:
                 continue
             W.acc_money[(i // LOAN_CHUNK) * N_MONEY + UNREALISED] += shortfall if shortfall > 0.0 else 0.0
+    # One pass over the path's slots: per-slot counts (integers: any order), the slot
+    # released, and the slots that may owe a shortfall or hold an unsold order.
     n_short = 0
     for k in range(n_act):
         s = W.act_list[k]
+        W.calls_p[s] += W.st_had_call[s]
+        W.liquidated_p[s] += W.st_had_liq[s]
+        W.is_active[s] = 0
         status = st_status[s]
         if status == OPEN and not S.full_horizon and previous_price[asset_p[s]] > W.st_cg[s]:
             continue  # above its call guard, so LTV < m <= 1: no shortfall
@@ -889,14 +919,7 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
             part[a] += W.st_order[s]
     for b in range(n_assets):
         unsold[b] += part[b]
-    # Per-slot counts (integers: any order) and losses (logged for the merge in path
-    # order); slots released.
-    for k in range(n_act):
-        s = W.act_list[k]
-        W.calls_p[s] += W.st_had_call[s]
-        W.liquidated_p[s] += W.st_had_liq[s]
-        W.is_active[s] = 0
-    S.log_count[log_row] = W.n_log
+    S.log_count[log_row] = W.n_log  # the path's losses, for the merge in path order
     # The path's sums, chunk by chunk.
     for c in range(n_chunks):
         for k in range(N_MONEY):
@@ -921,24 +944,27 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
 
 cdef void _prepare_one(Py_ssize_t i, const double* debt_of, const double* growth_of,
                        const double* collateral_of, const double* m_of, const double* l_of,
-                       u64 seed_key, Py_ssize_t n_steps, double* gmax_of, double* debt_horizon,
-                       double* cg_key, double* lg_key, u64* key_of) noexcept nogil:
-    """Per loan: the debt at the horizon, a bound on its growth, its guard prices (from
-    the largest debt it can reach) and its draw key (``_numba_coupled._prepare``)."""
+                       Py_ssize_t n_steps, bint full_horizon, double* gmax_of,
+                       double* debt_horizon, double* cg_key, double* lg_key) noexcept nogil:
+    """Per loan: a bound on its debt's growth, its guard prices (from the largest debt it
+    can reach) and, when ``full_horizon``, its debt at the horizon if never touched
+    (``_numba_coupled._prepare``)."""
+    cdef double growth = growth_of[i]
     cdef double d = debt_of[i]
     cdef double g = 1.0
     cdef double gmax, bound
     cdef Py_ssize_t k
+    if full_horizon:
+        for k in range(n_steps):
+            d = d * growth
+        debt_horizon[i] = d
     for k in range(n_steps):
-        d = d * growth_of[i]
-        g = g * growth_of[i]
-    debt_horizon[i] = d
+        g = g * growth
     gmax = g if g > 1.0 else 1.0
     gmax_of[i] = gmax
     bound = debt_of[i] * gmax * GROWTH_SLACK
     cg_key[i] = _trigger_price(bound, collateral_of[i], m_of[i])
     lg_key[i] = _trigger_price(bound, collateral_of[i], l_of[i])
-    key_of[i] = _mix64(seed_key ^ <u64>i)
 
 
 cdef inline double _bucket_top(double guard, i64 shift) noexcept nogil:
@@ -1032,6 +1058,23 @@ def _gather(x, order, int n_threads):
     return out
 
 
+def _gather_i32(x, order, int n_threads):
+    """``x[order]`` (``x`` itself when ``order`` is None) as int32, clipped to
+    ``[-1, 2**31 - 1]``, and one spare zero; in parallel."""
+    cdef const i64[::1] src = x
+    cdef Py_ssize_t n = src.shape[0] if order is None else order.shape[0], k
+    out = np.zeros(n + 1, dtype=np.int32)
+    cdef i32[::1] dst = out
+    cdef const i64[::1] v_order = _nonempty(x if order is None else order)
+    cdef bint identity = order is None
+    cdef i64 v, top = 2**31 - 1
+    with nogil:
+        for k in prange(n, num_threads=n_threads, schedule="static"):
+            v = src[k] if identity else src[v_order[k]]
+            dst[k] = <i32>(-1 if v < -1 else (top if v > top else v))
+    return out
+
+
 def _inverse(order, int n_threads):
     """The inverse permutation of ``order`` (where each loan sits in it)."""
     inverse = np.empty(order.shape[0], dtype=np.int64)
@@ -1086,32 +1129,29 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     variance = _f64(o.bridge_variance) if o.bridge else np.zeros((1, 1, 1))
     asset_of, collateral_of, debt_of, growth_of, m_of, l_of = loans[:6]
     cdef Py_ssize_t n1 = max(n_loans, 1)
+    cdef bint full_horizon = bool((m_of > 1.0).any())
     gmax_of = np.zeros(n1)
-    debt_horizon = np.zeros(n1)
+    debt_horizon = np.zeros(n1 if full_horizon else 1)
     cg_key = np.zeros(n1)
     lg_key = np.zeros(n1)
-    key_of = np.zeros(n1, dtype=np.uint64)
 
-    cdef const double[::1] v_debt = np.concatenate([debt_of, [0.0]])
-    cdef const double[::1] v_growth = np.concatenate([growth_of, [0.0]])
-    cdef const double[::1] v_coll = np.concatenate([collateral_of, [0.0]])
-    cdef const double[::1] v_m = np.concatenate([m_of, [0.0]])
-    cdef const double[::1] v_l = np.concatenate([l_of, [0.0]])
+    cdef const double[::1] v_debt = _nonempty(debt_of)
+    cdef const double[::1] v_growth = _nonempty(growth_of)
+    cdef const double[::1] v_coll = _nonempty(collateral_of)
+    cdef const double[::1] v_m = _nonempty(m_of)
+    cdef const double[::1] v_l = _nonempty(l_of)
     cdef double[::1] v_gmax = gmax_of
     cdef double[::1] v_horizon = debt_horizon
     cdef double[::1] v_cg = cg_key
     cdef double[::1] v_lg = lg_key
-    cdef u64[::1] v_key = key_of
     cdef Py_ssize_t i
     with nogil:
         for i in prange(n_loans, num_threads=n_workers, schedule="static"):
-            _prepare_one(i, &v_debt[0], &v_growth[0], &v_coll[0], &v_m[0], &v_l[0], seed_key,
-                         n_steps, &v_gmax[0], &v_horizon[0], &v_cg[0], &v_lg[0], &v_key[0])
+            _prepare_one(i, &v_debt[0], &v_growth[0], &v_coll[0], &v_m[0], &v_l[0], n_steps,
+                         full_horizon, &v_gmax[0], &v_horizon[0], &v_cg[0], &v_lg[0])
     gmax_of = gmax_of[:n_loans]
-    debt_horizon = debt_horizon[:n_loans]
     cg_key = cg_key[:n_loans]
     lg_key = lg_key[:n_loans]
-    key_of = key_of[:n_loans]
 
     # Per asset, loans by descending call guard: activation walks them as prices fall.
     order_start = np.zeros(n_assets + 1, dtype=np.int64)
@@ -1124,27 +1164,24 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     else:
         l_rank, l_walk = np.zeros(0, dtype=np.int64), np.zeros(0)
     # The loan arrays in activation order, each with one spare element (empty books).
-    permuted = [_nonempty(c_order)] + [_gather(x, c_order, n_workers) for x in [
-        asset_of, collateral_of, debt_of, growth_of, m_of, l_of, loans[6], loans[7], loans[8],
-        loans[9], gmax_of, cg_key, lg_key, key_of]]
-    cdef bint full_horizon = bool((m_of > 1.0).any())
-
-    cdef const i32[::1] p_loan = permuted[0].astype(np.int32)
-    cdef const i32[::1] p_asset = permuted[1].astype(np.int32)
-    cdef const double[::1] p_coll = permuted[2]
-    cdef const double[::1] p_debt = permuted[3]
-    cdef const double[::1] p_growth = permuted[4]
-    cdef const double[::1] p_m = permuted[5]
-    cdef const double[::1] p_l = permuted[6]
-    cdef const double[::1] p_tau = permuted[7]
-    # Steps since a call stay below 2**31 - 2, so clipping a cure period changes nothing.
-    cdef const i32[::1] p_cure = np.clip(permuted[8], -1, 2**31 - 1).astype(np.int32)
-    cdef const double[::1] p_fee = permuted[9]
-    cdef const double[::1] p_topup = permuted[10]
-    cdef const double[::1] p_gmax = permuted[11]
-    cdef const double[::1] p_cg = permuted[12]
-    cdef const double[::1] p_lg = permuted[13]
-    cdef const u64[::1] p_key = permuted[14]
+    # Integers in 32 bits: loan and asset indices fit; steps since a call stay below
+    # 2**31 - 2, so clipping a cure period there changes nothing.
+    cdef const i32[::1] p_loan = _gather_i32(c_order, None, n_workers)
+    cdef const i32[::1] p_asset = _gather_i32(asset_of, c_order, n_workers)
+    cdef const i32[::1] p_cure = _gather_i32(loans[7], c_order, n_workers)
+    permuted = [_gather(x, c_order, n_workers) for x in [
+        collateral_of, debt_of, growth_of, m_of, l_of, loans[6], loans[8], loans[9], gmax_of, cg_key, lg_key]]
+    cdef const double[::1] p_coll = permuted[0]
+    cdef const double[::1] p_debt = permuted[1]
+    cdef const double[::1] p_growth = permuted[2]
+    cdef const double[::1] p_m = permuted[3]
+    cdef const double[::1] p_l = permuted[4]
+    cdef const double[::1] p_tau = permuted[5]
+    cdef const double[::1] p_fee = permuted[6]
+    cdef const double[::1] p_topup = permuted[7]
+    cdef const double[::1] p_gmax = permuted[8]
+    cdef const double[::1] p_cg = permuted[9]
+    cdef const double[::1] p_lg = permuted[10]
     cdef const i64[::1] v_l_rank = _nonempty(l_rank)
     cdef const double[::1] v_walk = _nonempty(walk)
     cdef const double[::1] v_l_walk = _nonempty(l_walk)
@@ -1182,6 +1219,7 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef i32[:, ::1] near = np.empty((w, n), dtype=np.int32)
     cdef i64[:, ::1] pending = np.empty((w, n), dtype=np.int64)
     cdef i32[:, ::1] fresh = np.empty((w, n), dtype=np.int32)
+    cdef i32[:, ::1] due = np.empty((w, n), dtype=np.int32)
     cdef i64[:, ::1] sort_tmp = np.empty((w, n), dtype=np.int64)
     cdef i64[:, ::1] radix_counts = np.zeros((w, (1 << RADIX_BITS) + 8), dtype=np.int64)
     cdef double[:, ::1] per_asset = np.zeros((w, N_PER_ASSET * n_assets + 8))
@@ -1196,7 +1234,6 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     cdef i32[:, ::1] st_topup = np.empty((w, n), dtype=np.int32)
     cdef double[:, ::1] st_order = np.empty((w, n))
     cdef i8[:, ::1] st_kind = np.empty((w, n), dtype=np.int8)
-    cdef i8[:, ::1] st_acted = np.empty((w, n), dtype=np.int8)
     cdef i32[:, ::1] st_acted_step = np.empty((w, n), dtype=np.int32)
     cdef i8[:, ::1] st_had_call = np.empty((w, n), dtype=np.int8)
     cdef i8[:, ::1] st_had_liq = np.empty((w, n), dtype=np.int8)
@@ -1249,6 +1286,8 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     sh.growth_of = &v_growth[0]
     sh.position = &v_position[0]
     sh.debt_horizon = &v_debt_horizon[0]
+    sh.gmax_p = &p_gmax[0]
+    sh.seed_key = seed_key
     sh.path_offset = path_offset
     sh.mode = o.mode
     sh.close_factor = o.close_factor
@@ -1275,10 +1314,8 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     sh.cure_p = &p_cure[0]
     sh.fee_p = &p_fee[0]
     sh.topup_p = &p_topup[0]
-    sh.gmax_p = &p_gmax[0]
     sh.cg_p = &p_cg[0]
     sh.lg_p = &p_lg[0]
-    sh.key_p = &p_key[0]
     sh.l_rank = &v_l_rank[0]
     sh.walk_p = &v_walk[0]
     sh.l_walk = &v_l_walk[0]
@@ -1312,6 +1349,7 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
         W.near = &near[q, 0]
         W.pending = &pending[q, 0]
         W.fresh = &fresh[q, 0]
+        W.due = &due[q, 0]
         W.sort_tmp = &sort_tmp[q, 0]
         W.radix_counts = &radix_counts[q, 0]
         W.per_asset = &per_asset[q, 0]
@@ -1326,7 +1364,6 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
         W.st_topup = &st_topup[q, 0]
         W.st_order = &st_order[q, 0]
         W.st_kind = &st_kind[q, 0]
-        W.st_acted = &st_acted[q, 0]
         W.st_acted_step = &st_acted_step[q, 0]
         W.st_had_call = &st_had_call[q, 0]
         W.st_had_liq = &st_had_liq[q, 0]

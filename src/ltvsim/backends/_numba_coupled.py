@@ -85,6 +85,10 @@ _SALE_NONE = 0  # nothing sold
 _SALE_CLOSED_WITH_LOSS = 1  # a full order filled: closed, maybe with a loss
 _SALE_CLOSED = 2  # the proceeds repaid the debt: closed
 _SALE_PART = 3  # part of the debt repaid
+# What the core rules did to a loan-path (``_slot_round_one``).
+_NO_ACTION = 0
+_LIQUIDATED = 1
+_TOPPED_UP = 2
 
 _jit = dict(cache=True, nogil=True, error_model="numpy", fastmath=False)
 _jit_no_nrt = dict(_jit, _nrt=False)
@@ -154,23 +158,31 @@ def _slot_liquidate(s, ltv, price, tau, fee, l, mode, close_factor, full_close_l
 
 
 @njit(inline="always", **_jit_no_nrt)
-def _slot_round_one(s, t, path, price, previous_price, m, l, tau, cure, fee, topup_prob,
-               loan_key, bridge, variance, mode, close_factor, full_close_ltv,
-               min_liquidation, st_q, st_debt, st_call, st_topup, st_order, st_kind,
-               st_status, st_acted, st_had_call, st_had_liq, acc_counts, c):
+def _loan_key(seed_key, loan_p, s):
+    """The draw key of slot ``s``'s loan."""
+    return _mix64(seed_key ^ _U(loan_p[s]))
+
+
+@njit(inline="always", **_jit_no_nrt)
+def _slot_round_one(s, t, path, price, previous_price, m_p, l_p, tau_p, cure_p, fee_p, topup_p,
+                    loan_p, seed_key, bridge, variance, mode, close_factor, full_close_ltv,
+                    min_liquidation, st_q, st_debt, st_call, st_topup, st_order, st_kind,
+                    st_status, st_had_call, st_had_liq, acc_counts):
     """The core rules of one open loan-path at the step's opening price (reference
-    ``_round_one``); True if it liquidates."""
+    ``_round_one``): ``_LIQUIDATED``, ``_TOPPED_UP`` or ``_NO_ACTION``. Terms only some
+    outcomes need are read in those branches (each is one more cache line)."""
+    m = m_p[s]
+    l = l_p[s]
     q = st_q[s]
     debt = st_debt[s]
     ltv = debt / (q * price)
     if st_topup[s] == t:
         st_topup[s] = -1
         if ltv >= m:
-            st_q[s] = debt / (tau * price)
+            st_q[s] = debt / (tau_p[s] * price)
             st_call[s] = -1
-            acc_counts[c, _TOPUPS] += 1
-            st_acted[s] = 1
-            return False
+            acc_counts[loan_p[s] // _LOAN_CHUNK, _TOPUPS] += 1
+            return _TOPPED_UP
     liquidate = False
     if bridge and t >= 1 and ltv < l:
         previous_ltv = debt / (q * previous_price)
@@ -178,7 +190,7 @@ def _slot_round_one(s, t, path, price, previous_price, m, l, tau, cure, fee, top
             level = debt / (q * l)
             a = math.log(previous_price / level) * math.log(price / level)
             probability = math.exp(-2.0 * a / variance)
-            liquidate = _bridge_uniform(loan_key, path, t) < probability
+            liquidate = _bridge_uniform(_loan_key(seed_key, loan_p, s), path, t) < probability
     if liquidate:
         pass
     elif ltv >= l:
@@ -187,19 +199,23 @@ def _slot_round_one(s, t, path, price, previous_price, m, l, tau, cure, fee, top
         if st_call[s] < 0:
             st_call[s] = t
             st_had_call[s] = 1
-            acc_counts[c, _CALLS] += 1
-            if _uniform(loan_key, path, t) < topup_prob:
-                st_topup[s] = t + 1
-        elif cure >= 1 and t - st_call[s] >= cure:
-            liquidate = True
+            acc_counts[loan_p[s] // _LOAN_CHUNK, _CALLS] += 1
+            # Without a branch: the draw is a coin flip no predictor can learn.
+            draw = _uniform(_loan_key(seed_key, loan_p, s), path, t)
+            st_topup[s] = t + 1 if draw < topup_p[s] else -1
+        else:
+            cure = cure_p[s]
+            if cure >= 1 and t - st_call[s] >= cure:
+                liquidate = True
     else:
         st_call[s] = -1
         st_topup[s] = -1
     if liquidate:
-        _slot_liquidate(s, ltv, price, tau, fee, l, mode, close_factor, full_close_ltv,
-                   min_liquidation, st_q, st_debt, st_call, st_topup, st_order, st_kind,
-                   st_status, st_had_liq, acc_counts, c)
-    return liquidate
+        _slot_liquidate(s, ltv, price, tau_p[s], fee_p[s], l, mode, close_factor, full_close_ltv,
+                        min_liquidation, st_q, st_debt, st_call, st_topup, st_order, st_kind,
+                        st_status, st_had_liq, acc_counts, loan_p[s] // _LOAN_CHUNK)
+        return _LIQUIDATED
+    return _NO_ACTION
 
 
 @njit(inline="always", **_jit_no_nrt)
@@ -484,12 +500,12 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
               debt_horizon, mode, close_factor, full_close_ltv, min_liquidation, max_sell,
               depth, depth_move, sqrt_law, share, decay, max_rounds, bridge, variance,
               full_horizon, loan_p, asset_p, collateral_p, debt_p, growth_p, m_p, l_p, tau_p,
-              cure_p, fee_p, topup_p, gmax_p, cg_p, lg_p, key_p, walk_p, l_rank, l_walk,
+              cure_p, fee_p, topup_p, gmax_p, cg_p, lg_p, seed_key, walk_p, l_rank, l_walk,
               order_start,
-              is_active, alive, act_list, near, pending, fresh, sort_tmp, radix_counts,
+              is_active, alive, act_list, near, pending, fresh, due, sort_tmp, radix_counts,
               per_asset, c_ptr, l_ptr, st_status, st_q, st_debt, st_debt_step, st_principal,
-              st_call, st_topup, st_order, st_kind, st_acted, st_acted_step, st_had_call,
-              st_had_liq, st_cg, st_lg, acc_money, acc_counts, acc_sold, acc_step_money,
+              st_call, st_topup, st_order, st_kind, st_acted_step, st_had_call, st_had_liq,
+              st_cg, st_lg, acc_money, acc_counts, acc_sold, acc_step_money,
               acc_step_sold, schedule, entry_slot, entry_asset, entry_order, entry_sale,
               entry_adds, path_money, path_counts, path_sold, step_sold, step_loss, step_fees,
               step_open_debt, step_collateral_value, path_rounds, path_drawdown, path_unsold,
@@ -582,10 +598,12 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
                         n_act += 1
                     k += 1
                 l_ptr[a] = k
-        # Sweep 1 over the live slots (closed ones leave the list).
+        # Sweep 1 over the live slots (closed ones leave the list): the slots the rules
+        # may act on go to the due list.
         n_pending = 0
         n_near = 0
         kept = 0
+        n_due = 0
         for k in range(n_alive):
             s = alive[k]
             status = st_status[s]
@@ -594,38 +612,45 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
             alive[kept] = s
             kept += 1
             a = asset_p[s]
-            if status == _LIQUIDATING:
-                _catch_up(s, t, growth_p[s], st_debt, st_debt_step)
+            if (status == _OPEN and st_call[s] < 0 and st_topup[s] < 0 and price[a] > st_cg[s]
+                    and (not crossings or low[a] > st_lg[s] * reach[a])):
+                # LTV < m, no call, no crossing possible: the rules change nothing.
+                if st_lg[s] >= near_price[a]:
+                    near[n_near] = s
+                    n_near += 1
+                continue
+            due[n_due] = s
+            n_due += 1
+        n_alive = kept
+        # Debts first, in a loop of their own: the chains of multiplications of
+        # different slots then overlap instead of each stalling the rules.
+        for k in range(n_due):
+            s = due[k]
+            _catch_up(s, t, growth_p[s], st_debt, st_debt_step)
+        for k in range(n_due):
+            s = due[k]
+            a = asset_p[s]
+            if st_status[s] == _LIQUIDATING:
                 st_acted_step[s] = t
                 n_pending = _push(pending, n_pending, s, loan_p, asset_p, st_order, entry_slot,
                                   entry_asset, entry_order)
                 continue
-            if st_call[s] < 0 and st_topup[s] < 0 and price[a] > st_cg[s]:
-                if not crossings or low[a] > st_lg[s] * reach[a]:
-                    # LTV < m, no call, no crossing possible: the rules change nothing.
-                    if st_lg[s] >= near_price[a]:
-                        near[n_near] = s
-                        n_near += 1
-                    continue
-            _catch_up(s, t, growth_p[s], st_debt, st_debt_step)
-            st_acted[s] = 0
-            i = loan_p[s]
             v = variance[a, t, jp] if bridge else 0.0
-            if _slot_round_one(s, t, path, price[a], previous_price[a], m_p[s], l_p[s], tau_p[s],
-                               cure_p[s], fee_p[s], topup_p[s], key_p[s], bridge, v, mode,
-                               close_factor, full_close_ltv, min_liquidation, st_q, st_debt,
-                               st_call, st_topup, st_order, st_kind, st_status, st_acted,
-                               st_had_call, st_had_liq, acc_counts, i // _LOAN_CHUNK):
+            outcome = _slot_round_one(s, t, path, price[a], previous_price[a], m_p, l_p, tau_p,
+                                      cure_p, fee_p, topup_p, loan_p, seed_key, bridge, v, mode,
+                                      close_factor, full_close_ltv, min_liquidation, st_q,
+                                      st_debt, st_call, st_topup, st_order, st_kind, st_status,
+                                      st_had_call, st_had_liq, acc_counts)
+            if outcome == _LIQUIDATED:
                 st_acted_step[s] = t
                 n_pending = _push(pending, n_pending, s, loan_p, asset_p, st_order, entry_slot,
                                   entry_asset, entry_order)
-            elif st_acted[s]:  # a top-up: more collateral, lower guards
+            elif outcome == _TOPPED_UP:  # more collateral, lower guards
                 st_acted_step[s] = t
                 _refresh_guards(s, gmax_p, m_p, l_p, st_q, st_debt, st_cg, st_lg)
             elif st_lg[s] >= near_price[a]:
                 near[n_near] = s
                 n_near += 1
-        n_alive = kept
         _sort_prefix(pending, n_pending, sort_tmp, radix_counts, loan_bits)
         rounds = 0
         round_number = 1
@@ -773,9 +798,14 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
             else:
                 continue
             acc_money[i // _LOAN_CHUNK, _UNREALISED] += shortfall if shortfall > 0.0 else 0.0
+    # One pass over the path's slots: per-slot counts (integers: any order), the slot
+    # released, and the slots that may owe a shortfall or hold an unsold order.
     n_short = 0
     for k in range(n_act):
         s = act_list[k]
+        calls_p[s] += st_had_call[s]
+        liquidated_p[s] += st_had_liq[s]
+        is_active[s] = 0
         status = st_status[s]
         if status == _OPEN and not full_horizon and previous_price[asset_p[s]] > st_cg[s]:
             continue  # above its call guard, so LTV < m <= 1: no shortfall
@@ -806,14 +836,7 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
             part[a] += st_order[s]
     for b in range(n_assets):
         unsold[b] += part[b]
-    # Per-slot counts (integers: any order); slots released. The losses are logged
-    # already, for the merge in path order.
-    for k in range(n_act):
-        s = act_list[k]
-        calls_p[s] += st_had_call[s]
-        liquidated_p[s] += st_had_liq[s]
-        is_active[s] = 0
-    log_count[log_row] = n_log[0]
+    log_count[log_row] = n_log[0]  # the path's losses, for the merge in path order
     # The path's sums, chunk by chunk.
     for c in range(n_chunks):
         for k in range(path_money.shape[0]):
@@ -840,7 +863,8 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
 def _evaluate_paths(prices, asset_of, collateral_of, debt_of, growth_of, position, debt_horizon,
                     path_offset, mode, close_factor, full_close_ltv, min_liquidation, max_sell,
                     depth, depth_move, sqrt_law, share, decay, max_rounds, bridge, variance,
-                    full_horizon, permuted, walk, l_rank, l_walk, order_start, per_round, launch,
+                    full_horizon, permuted, seed_key, walk, l_rank, l_walk, order_start,
+                    per_round, launch,
                     worker_start, scratch, state, accumulators, schedule, entries, path_money,
                     path_counts, path_sold, step_sold, step_loss, step_fees, step_open_debt,
                     step_collateral_value, path_rounds, path_drawdown, path_unsold, step_impact,
@@ -870,14 +894,16 @@ def _evaluate_paths(prices, asset_of, collateral_of, debt_of, growth_of, positio
                           max_rounds, bridge, variance, full_horizon, permuted[0], permuted[1],
                           permuted[2], permuted[3], permuted[4], permuted[5], permuted[6],
                           permuted[7], permuted[8], permuted[9], permuted[10], permuted[11],
-                          permuted[12], permuted[13], permuted[14], walk, l_rank, l_walk,
+                          permuted[12], permuted[13], seed_key, walk, l_rank, l_walk,
                           order_start, scratch[0][w], scratch[1][w], scratch[2][w], scratch[3][w],
-                          scratch[4][w], scratch[5][w], scratch[6][w], radix_counts[w],
-                          per_asset[w], c_ptr[w], l_ptr[w], state[0][w], state[1][w], state[2][w],
-                          state[3][w], state[4][w], state[5][w], state[6][w], state[7][w],
-                          state[8][w], state[9][w], state[10][w], state[11][w], state[12][w],
-                          state[13][w], state[14][w], accumulators[0][w], accumulators[1][w],
-                          accumulators[2][w], accumulators[3][w], accumulators[4][w], schedule[w],
+                          scratch[4][w], scratch[5][w], scratch[6][w], scratch[7][w],
+                          radix_counts[w], per_asset[w], c_ptr[w], l_ptr[w], state[0][w],
+                          state[1][w], state[2][w], state[3][w], state[4][w], state[5][w],
+                          state[6][w], state[7][w], state[8][w], state[9][w], state[10][w],
+                          state[11][w], state[12][w], state[13][w], accumulators[0][w],
+                          accumulators[1][w],
+                          accumulators[2][w], accumulators[3][w], accumulators[4][w],
+                          schedule[w],
                           entries[0][w], entries[1][w], entries[2][w], entries[3][w],
                           entries[4][w], path_money, path_counts, path_sold, step_sold, step_loss,
                           step_fees, step_open_debt, step_collateral_value, path_rounds,
@@ -890,23 +916,25 @@ def _evaluate_paths(prices, asset_of, collateral_of, debt_of, growth_of, positio
 
 
 @njit(parallel=True, **_jit_no_nrt)
-def _prepare(debt_of, growth_of, collateral_of, m_of, l_of, seed_key, n_steps, gmax_of,
-             debt_horizon, cg_key, lg_key, key_of):
-    """Per loan: the debt at the horizon, a bound on its growth, its guard prices (from
-    the largest debt it can reach) and its draw key."""
+def _prepare(debt_of, growth_of, collateral_of, m_of, l_of, n_steps, full_horizon, gmax_of,
+             debt_horizon, cg_key, lg_key):
+    """Per loan: a bound on its debt's growth, its guard prices (from the largest debt it
+    can reach) and, when ``full_horizon``, its debt at the horizon if never touched."""
     for i in prange(debt_of.shape[0]):
-        d = debt_of[i]
+        growth = growth_of[i]
+        if full_horizon:
+            d = debt_of[i]
+            for _ in range(n_steps):
+                d = d * growth
+            debt_horizon[i] = d
         g = 1.0
         for _ in range(n_steps):
-            d = d * growth_of[i]
-            g = g * growth_of[i]
-        debt_horizon[i] = d
+            g = g * growth
         gmax = g if g > 1.0 else 1.0
         gmax_of[i] = gmax
         bound = debt_of[i] * gmax * _GROWTH_SLACK
         cg_key[i] = _trigger_price(bound, collateral_of[i], m_of[i])
         lg_key[i] = _trigger_price(bound, collateral_of[i], l_of[i])
-        key_of[i] = _mix64(seed_key ^ _U(i))
 
 
 _INF_BITS = 0x7FF0000000000000  # float64 bits of +inf
@@ -1078,10 +1106,11 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     variance = f64(o.bridge_variance) if o.bridge else np.zeros((1, 1, 1))
     loans = tuple(i64(x) if k in (0, 7) else f64(x) for k, x in enumerate(loans))
     asset_of, collateral_of, debt_of, growth_of, m_of, l_of = loans[:6]
-    gmax_of, debt_horizon, cg_key, lg_key = (np.empty(n_loans) for _ in range(4))
-    key_of = np.empty(n_loans, dtype=np.uint64)
-    run_parallel(_prepare, n_workers, debt_of, growth_of, collateral_of, m_of, l_of, seed_key,
-                 n_steps, gmax_of, debt_horizon, cg_key, lg_key, key_of)
+    full_horizon = bool((m_of > 1.0).any())
+    gmax_of, cg_key, lg_key = (np.empty(n_loans) for _ in range(3))
+    debt_horizon = np.zeros(n_loans if full_horizon else 0)
+    run_parallel(_prepare, n_workers, debt_of, growth_of, collateral_of, m_of, l_of, n_steps,
+                 full_horizon, gmax_of, debt_horizon, cg_key, lg_key)
     # Per asset, loans by descending call guard bucket: activation walks them as prices
     # fall. The loan arrays, permuted into that order (``permuted``), are read in order.
     order_start = np.zeros(n_assets + 1, dtype=np.int64)
@@ -1096,8 +1125,7 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
         l_rank, l_walk = np.zeros(0, dtype=np.int64), np.zeros(0)
     permuted = (c_order,) + tuple(_gather(x, c_order, n_workers) for x in (
         asset_of, collateral_of, debt_of, growth_of, m_of, l_of, loans[6], loans[7], loans[8],
-        loans[9], gmax_of, cg_key, lg_key, key_of))
-    full_horizon = bool((m_of > 1.0).any())
+        loans[9], gmax_of, cg_key, lg_key))
     w, n = n_workers, n_loans
     rows = n_workers * per_worker
     scratch = (
@@ -1107,6 +1135,7 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
         np.empty((w, n), dtype=np.int32),  # near
         np.empty((w, n), dtype=np.int64),  # pending
         np.empty((w, n), dtype=np.int32),  # fresh
+        np.empty((w, n), dtype=np.int32),  # due
         np.empty((w, n), dtype=np.int64),  # sort_tmp
     )
     state = (
@@ -1119,7 +1148,6 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
         np.empty((w, n), dtype=np.int32),  # topup_due
         np.empty((w, n)),  # order
         np.empty((w, n), dtype=np.int8),  # order kind
-        np.empty((w, n), dtype=np.int8),  # acted (a top-up)
         np.empty((w, n), dtype=np.int32),  # acted_step
         np.empty((w, n), dtype=np.int8),  # had_call
         np.empty((w, n), dtype=np.int8),  # had_liquidation
@@ -1160,7 +1188,8 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
                  position, debt_horizon, int(path_offset), int(o.mode), float(o.close_factor),
                  float(o.full_close_ltv), float(o.min_liquidation), f64(o.max_sell), f64(o.depth),
                  f64(o.depth_move), i64(o.sqrt_law), f64(o.permanent), f64(o.decay),
-                 int(o.max_rounds), bool(o.bridge), variance, full_horizon, permuted, walk, l_rank,
+                 int(o.max_rounds), bool(o.bridge), variance, full_horizon, permuted, seed_key,
+                 walk, l_rank,
                  l_walk, order_start, rows, launch, worker_start, scratch, state, accumulators,
                  schedule, entries, *core[:8], out.path_rounds, out.path_drawdown,
                  out.path_unsold, out.step_impact, loss_p, calls_p, liquidated_p, *logs)
