@@ -614,6 +614,24 @@ cdef inline Py_ssize_t _activate_down_to(const Shared* S, Worker* W, i64 a, doub
     return n_fresh
 
 
+cdef inline void _activate_crossings(const Shared* S, Worker* W, i64 a, double reach, double low,
+                                     Py_ssize_t* n_alive, Py_ssize_t* n_act) noexcept nogil:
+    """Give a slot to each loan of asset ``a`` whose liquidation level a crossing could
+    reach this step (its guard times ``reach`` at least the step's ``low``), walking the
+    liquidation-guard order on from where the path's last walk stopped."""
+    cdef i64 stop = S.order_start[a + 1]
+    cdef i64 k = W.l_ptr[a]
+    cdef i64 s
+    while k < stop and S.l_walk[k] * reach >= low:
+        s = S.l_rank[k]
+        if W.is_active[s] == 0:
+            _activate(S, W, s, n_alive[0], n_act[0])
+            n_alive[0] += 1
+            n_act[0] += 1
+        k += 1
+    W.l_ptr[a] = k
+
+
 cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept nogil:
     """Every loan on path ``jp`` of the block (``_numba_coupled._run_path``)."""
     cdef Py_ssize_t n_assets = S.n_assets
@@ -654,7 +672,7 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
     cdef const double* variance = S.variance
     cdef Py_ssize_t n_alive = 0, n_act = 0, n_pending, n_near, n_fresh, kept, n_short, n_due
     cdef Py_ssize_t k, b, tt
-    cdef i64 t, a, s, i, c, e, stop, chunk, deepest = 0, rounds, round_number, status
+    cdef i64 t, a, s, i, c, e, chunk, deepest = 0, rounds, round_number, status
     cdef bint crossings, has_orders, decide, rescan
     cdef int outcome
     cdef double raw, room, filled, ratio, delta, factor, ltv, v, shortfall, p
@@ -694,16 +712,7 @@ cdef void _run_path(const Shared* S, Worker* W, i64 jp, i64 log_row) noexcept no
         for a in range(n_assets):
             _activate_down_to(S, W, a, price[a], &n_alive, &n_act, NULL, 0)
             if crossings:
-                stop = S.order_start[a + 1]
-                k = l_ptr[a]
-                while k < stop and S.l_walk[k] * reach[a] >= low[a]:
-                    s = S.l_rank[k]
-                    if W.is_active[s] == 0:
-                        _activate(S, W, s, n_alive, n_act)
-                        n_alive += 1
-                        n_act += 1
-                    k += 1
-                l_ptr[a] = k
+                _activate_crossings(S, W, a, reach[a], low[a], &n_alive, &n_act)
         # Sweep 1 over the live slots (closed ones leave the list).
         n_pending = 0
         n_near = 0

@@ -495,6 +495,30 @@ def _activate_down_to(a, price, order_start, walk_p, c_ptr, collateral_p, debt_p
     return n_alive, n_act, n_fresh
 
 
+@njit(inline="always", **_jit_no_nrt)
+def _activate_crossings(a, reach, low, order_start, l_rank, l_walk, l_ptr, collateral_p, debt_p,
+                        cg_p, lg_p, is_active, alive, n_alive, act_list, n_act, st_status, st_q,
+                        st_debt, st_debt_step, st_principal, st_call, st_topup, st_acted_step,
+                        st_had_call, st_had_liq, st_cg, st_lg):
+    """Give a slot to each loan of asset ``a`` whose liquidation level a crossing could
+    reach this step (its guard times ``reach`` at least the step's ``low``), walking the
+    liquidation-guard order on from where the path's last walk stopped. Returns the new
+    ``n_alive, n_act``."""
+    stop = order_start[a + 1]
+    k = l_ptr[a]
+    while k < stop and l_walk[k] * reach >= low:
+        s = l_rank[k]
+        if is_active[s] == 0:
+            _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive, act_list,
+                      n_act, st_status, st_q, st_debt, st_debt_step, st_principal, st_call,
+                      st_topup, st_acted_step, st_had_call, st_had_liq, st_cg, st_lg)
+            n_alive += 1
+            n_act += 1
+        k += 1
+    l_ptr[a] = k
+    return n_alive, n_act
+
+
 @njit(**_jit_no_nrt)
 def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, position,
               debt_horizon, mode, close_factor, full_close_ltv, min_liquidation, max_sell,
@@ -585,19 +609,11 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
                 st_debt, st_debt_step, st_principal, st_call, st_topup, st_acted_step,
                 st_had_call, st_had_liq, st_cg, st_lg)
             if crossings:
-                stop = order_start[a + 1]
-                k = l_ptr[a]
-                while k < stop and l_walk[k] * reach[a] >= low[a]:
-                    s = l_rank[k]
-                    if is_active[s] == 0:
-                        _activate(s, collateral_p, debt_p, cg_p, lg_p, is_active, alive, n_alive,
-                                  act_list, n_act, st_status, st_q, st_debt, st_debt_step,
-                                  st_principal, st_call, st_topup, st_acted_step, st_had_call,
-                                  st_had_liq, st_cg, st_lg)
-                        n_alive += 1
-                        n_act += 1
-                    k += 1
-                l_ptr[a] = k
+                n_alive, n_act = _activate_crossings(
+                    a, reach[a], low[a], order_start, l_rank, l_walk, l_ptr, collateral_p, debt_p,
+                    cg_p, lg_p, is_active, alive, n_alive, act_list, n_act, st_status, st_q,
+                    st_debt, st_debt_step, st_principal, st_call, st_topup, st_acted_step,
+                    st_had_call, st_had_liq, st_cg, st_lg)
         # Sweep 1 over the live slots (closed ones leave the list): the slots the rules
         # may act on go to the due list.
         n_pending = 0
@@ -950,7 +966,7 @@ def _bucket_top(bits, shift):
     return ((bits >> shift) + 1) << shift
 
 
-@njit(**_jit_no_nrt)
+@njit(parallel=True, **_jit_no_nrt)
 def _guard_order(asset_of, guard_bits, n_assets, keys, tmp, counts, order, walk_bits):
     """Loans grouped by asset, each group by descending guard bucket (loan index within
     a bucket): a stable radix sort of keys ``asset, bucket, loan``. ``walk_bits`` gets
@@ -967,24 +983,32 @@ def _guard_order(asset_of, guard_bits, n_assets, keys, tmp, counts, order, walk_
     key_bits = 31 - asset_bits if asset_bits > 10 else 21
     shift = 63 - key_bits
     bucket_mask = (1 << key_bits) - 1
-    for i in range(n):
+    for i in prange(n):
         # Guards are positive (or +inf), so their bits order them; descending buckets.
         keys[i] = _pack((asset_of[i] << key_bits) | (bucket_mask - (guard_bits[i] >> shift)), i)
     _sort_prefix(keys, n, tmp, counts, key_bits + asset_bits)
-    for i in range(n):
+    for i in prange(n):
         order[i] = keys[i] & _SLOT_MASK
         walk_bits[i] = _bucket_top(guard_bits[order[i]], shift)
 
 
-def _activation_order(asset_of, guard, n_assets):
+def _activation_order(asset_of, guard, n_assets, n_threads=1):
     """``_guard_order`` of a book: (order, walk keys)."""
     n = asset_of.shape[0]
     order = np.empty(n, dtype=np.int64)
     walk = np.empty(n)
-    _guard_order(asset_of, np.ascontiguousarray(guard, dtype=np.float64).view(np.int64),
-                 n_assets, np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64),
+    run_parallel(_guard_order, n_threads, asset_of,
+                 np.ascontiguousarray(guard, dtype=np.float64).view(np.int64), n_assets,
+                 np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64),
                  np.zeros(1 << _RADIX_BITS, dtype=np.int64), order, walk.view(np.int64))
     return order, walk
+
+
+@njit(parallel=True, **_jit_no_nrt)
+def _inverse_into(order, position):
+    """``position[order[k]] = k``: where each loan sits in ``order``."""
+    for k in prange(order.shape[0]):
+        position[order[k]] = k
 
 
 @njit(**_jit)
@@ -1115,11 +1139,11 @@ def evaluate_coupled(prices, loans, options, seed, path_offset, n_threads, out):
     # fall. The loan arrays, permuted into that order (``permuted``), are read in order.
     order_start = np.zeros(n_assets + 1, dtype=np.int64)
     order_start[1:] = np.cumsum(np.bincount(asset_of, minlength=n_assets))
-    c_order, walk = _activation_order(asset_of, cg_key, n_assets)
+    c_order, walk = _activation_order(asset_of, cg_key, n_assets, n_workers)
     position = np.empty(n_loans, dtype=np.int64)
-    position[c_order] = np.arange(n_loans)
+    run_parallel(_inverse_into, n_workers, c_order, position)
     if o.bridge:
-        l_order, l_walk = _activation_order(asset_of, lg_key, n_assets)
+        l_order, l_walk = _activation_order(asset_of, lg_key, n_assets, n_workers)
         l_rank = position[l_order]
     else:
         l_rank, l_walk = np.zeros(0, dtype=np.int64), np.zeros(0)
