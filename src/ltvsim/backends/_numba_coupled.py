@@ -158,6 +158,12 @@ def _slot_liquidate(s, ltv, price, tau, fee, l, mode, close_factor, full_close_l
 
 
 @njit(inline="always", **_jit_no_nrt)
+def _chunk(loan_p, s):
+    """The loan chunk of slot ``s``'s loan (its sums' row)."""
+    return loan_p[s] // _LOAN_CHUNK
+
+
+@njit(inline="always", **_jit_no_nrt)
 def _loan_key(seed_key, loan_p, s):
     """The draw key of slot ``s``'s loan."""
     return _mix64(seed_key ^ _U(loan_p[s]))
@@ -181,7 +187,7 @@ def _slot_round_one(s, t, path, price, previous_price, m_p, l_p, tau_p, cure_p, 
         if ltv >= m:
             st_q[s] = debt / (tau_p[s] * price)
             st_call[s] = -1
-            acc_counts[loan_p[s] // _LOAN_CHUNK, _TOPUPS] += 1
+            acc_counts[_chunk(loan_p, s), _TOPUPS] += 1
             return _TOPPED_UP
     liquidate = False
     if bridge and t >= 1 and ltv < l:
@@ -199,7 +205,7 @@ def _slot_round_one(s, t, path, price, previous_price, m_p, l_p, tau_p, cure_p, 
         if st_call[s] < 0:
             st_call[s] = t
             st_had_call[s] = 1
-            acc_counts[loan_p[s] // _LOAN_CHUNK, _CALLS] += 1
+            acc_counts[_chunk(loan_p, s), _CALLS] += 1
             # Without a branch: the draw is a coin flip no predictor can learn.
             draw = _uniform(_loan_key(seed_key, loan_p, s), path, t)
             st_topup[s] = t + 1 if draw < topup_p[s] else -1
@@ -213,7 +219,7 @@ def _slot_round_one(s, t, path, price, previous_price, m_p, l_p, tau_p, cure_p, 
     if liquidate:
         _slot_liquidate(s, ltv, price, tau_p[s], fee_p[s], l, mode, close_factor, full_close_ltv,
                         min_liquidation, st_q, st_debt, st_call, st_topup, st_order, st_kind,
-                        st_status, st_had_liq, acc_counts, loan_p[s] // _LOAN_CHUNK)
+                        st_status, st_had_liq, acc_counts, _chunk(loan_p, s))
         return _LIQUIDATED
     return _NO_ACTION
 
@@ -762,11 +768,10 @@ def _run_path(jp, path, prices, asset_of, collateral_of, debt_of, growth_of, pos
                 _catch_up(s, t, growth_p[s], st_debt, st_debt_step)
                 ltv = st_debt[s] / (st_q[s] * price[a])
                 if ltv >= l_p[s]:
-                    i = loan_p[s]
                     _slot_liquidate(s, ltv, price[a], tau_p[s], fee_p[s], l_p[s], mode,
                                     close_factor, full_close_ltv, min_liquidation, st_q, st_debt,
                                     st_call, st_topup, st_order, st_kind, st_status, st_had_liq,
-                                    acc_counts, i // _LOAN_CHUNK)
+                                    acc_counts, _chunk(loan_p, s))
                     st_acted_step[s] = t
                     n_pending = _push(pending, n_pending, s, loan_p, asset_p, st_order,
                                       entry_slot, entry_asset, entry_order)
